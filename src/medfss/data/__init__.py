@@ -1,0 +1,1 @@
+"""Data: geometry-preserving NIfTI I/O, data set registry, folds, superpixels, episodes."""

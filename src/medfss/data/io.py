@@ -1,0 +1,100 @@
+"""Geometry-preserving NIfTI reading and writing.
+
+Readers return the voxel array together with its affine, header and spacing so
+that a prediction can be written back aligned with the scan it came from.
+Writers go through a temporary file and an atomic rename: a failed run never
+leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medfss.errors import InputFileError
+
+
+@dataclass(frozen=True)
+class NiftiArray:
+    """A voxel array with the geometry it was read with."""
+
+    array: np.ndarray  # [X, Y, Z] (NIfTI voxel axes; Z is the slice axis)
+    affine: np.ndarray  # [4, 4]
+    header: nib.Nifti1Header
+    path: Path
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple(float(z) for z in self.header.get_zooms()[: self.array.ndim])
+
+
+def read_nifti(path: str | os.PathLike, *, dtype=np.float32, ndim: int | None = 3,
+               allow_nonfinite: bool = False) -> NiftiArray:
+    """Read a NIfTI file, failing with a one-line :class:`InputFileError` naming it.
+
+    ``ndim`` checks the dimensionality (None accepts any); non-finite voxels are
+    rejected unless ``allow_nonfinite``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+        array = np.asarray(img.dataobj, dtype=dtype)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError,
+            nib.filebasedimages.ImageFileError) as exc:
+        raise InputFileError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+    if ndim is not None and array.ndim != ndim:
+        # Trailing singleton axes (e.g. [X, Y, Z, 1]) are a common export artefact.
+        squeezed = array.reshape(array.shape[:ndim]) if array.ndim > ndim and all(
+            s == 1 for s in array.shape[ndim:]) else None
+        if squeezed is None:
+            raise InputFileError(f"{path}: expected a {ndim}D volume, got shape {array.shape}")
+        array = squeezed
+    if not allow_nonfinite and not np.isfinite(array).all():
+        n_bad = int((~np.isfinite(array)).sum())
+        raise InputFileError(f"{path}: {n_bad} voxels are NaN or Inf")
+    return NiftiArray(array=array, affine=np.asarray(img.affine, dtype=np.float64),
+                      header=img.header.copy(), path=path)
+
+
+def write_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
+                       header: nib.Nifti1Header | None = None) -> Path:
+    """Write ``array`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out_header = header.copy() if header is not None else None
+    img = nib.Nifti1Image(array, affine, header=out_header)
+    img.set_data_dtype(array.dtype)
+    suffix = "".join(path.suffixes) or ".nii.gz"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write a text file via a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,1 @@
+"""The standard few-shot evaluation protocol, its metrics and result tables."""

@@ -1,0 +1,1 @@
+"""Few-shot segmentation models behind one contract (see :mod:`medfss.models.base`)."""

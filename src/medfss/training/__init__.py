@@ -1,0 +1,1 @@
+"""Training: one Lightning loop for every episodic model, presets and schedules."""
