@@ -1,0 +1,142 @@
+"""Checkpoints: what they hold, how to read them safely, and the light export for inference.
+
+Two kinds of file hold a trained model:
+
+* the *training checkpoint* that Lightning writes every N iterations
+  (``checkpoints/last.ckpt``): weights under ``model.``, optimiser, scheduler
+  and loop state, to resume from;
+* the *exported model* (``model.pt``): ``{"state_dict", "config",
+  "medfss_version", "model_name"}`` only, for inference.
+
+Both also hold the run's config as plain data and the medfss version that
+wrote them, and both are read with ``torch.load(weights_only=True)``: opening
+a checkpoint never runs code from it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from packaging.version import InvalidVersion, Version
+
+from medfss import __version__
+from medfss.config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
+from medfss.errors import ConfigError, InputFileError
+from medfss.models.base import FewShotSegmenter
+from medfss.training.factory import build_model_from_config
+
+METADATA_KEYS = ("config", "medfss_version", "model_name")
+LIGHTNING_MARKER = "pytorch-lightning_version"  # present in training checkpoints only
+LIGHTNING_PREFIX = "model."  # the wrapped model's attribute name in the LightningModule
+
+
+def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
+    """What every checkpoint carries beside the weights (plain data only)."""
+    return {"config": config_to_dict(config), "medfss_version": __version__, "model_name": config.model.name}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _check_version(stored: Any, path: Path) -> None:
+    """A file from a newer medfss may hold what this one cannot read: refuse it by name."""
+    try:
+        newer = Version(str(stored)) > Version(__version__)
+    except InvalidVersion:
+        raise InputFileError(f"{path}: invalid medfss_version {stored!r}") from None
+    if newer:
+        raise InputFileError(f"{path}: written by medfss {stored}, newer than the installed {__version__}; "
+                             "upgrade medfss to read it")
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A training checkpoint or an exported model, loaded with ``weights_only=True`` and checked.
+
+    Raises :class:`InputFileError` for a missing, corrupt, foreign or too new file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: checkpoint not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise InputFileError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise InputFileError(f"{path}: not a medfss checkpoint (holds a {type(data).__name__}, not a dict)")
+    missing = [k for k in ("state_dict", *METADATA_KEYS) if k not in data]
+    if missing:
+        raise InputFileError(f"{path}: not a medfss checkpoint (missing {', '.join(missing)})")
+    _check_version(data["medfss_version"], path)
+    state = data["state_dict"]
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise InputFileError(f"{path}: state_dict must map parameter names to tensors")
+    return data
+
+
+def checkpoint_config(data: dict[str, Any], path: str | os.PathLike) -> TrainConfig:
+    """The config stored in a checkpoint read by :func:`read_checkpoint`."""
+    try:
+        return config_from_dict(data["config"])
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: stored config is invalid for this medfss ({exc})") from None
+
+
+def model_state_dict(data: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's own weights, without the LightningModule's ``model.`` prefix."""
+    state = data["state_dict"]
+    if LIGHTNING_MARKER not in data:
+        return state
+    return {k.removeprefix(LIGHTNING_PREFIX): v for k, v in state.items() if k.startswith(LIGHTNING_PREFIX)}
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through a temporary file and a rename: never a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def export_model(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Write the light inference file ``{"state_dict", "config", "medfss_version", "model_name"}``.
+
+    Accepts a training checkpoint or an already exported model.
+    """
+    data = read_checkpoint(checkpoint_path)
+    light = {"state_dict": model_state_dict(data), **{k: data[k] for k in METADATA_KEYS}}
+    return save_atomic(light, out_path)
+
+
+def load_model(path: str | os.PathLike,
+               build: Callable[[ModelConfig], FewShotSegmenter] = build_model_from_config,
+               ) -> tuple[FewShotSegmenter, TrainConfig]:
+    """The trained model (in eval mode, on CPU) and its run's config, from either kind of file.
+
+    ``build`` turns the stored model config into an untrained model (default:
+    the model registry). Raises :class:`InputFileError` when the file is
+    unreadable or its weights do not fit the model its config describes, and
+    :class:`ConfigError` when its config is not valid for this medfss.
+    """
+    data = read_checkpoint(path)
+    config = checkpoint_config(data, path)
+    model = build(config.model)
+    try:
+        model.load_state_dict(model_state_dict(data))
+    except RuntimeError as exc:
+        raise InputFileError(f"{path}: weights do not fit the {config.model.name!r} model of its config "
+                             f"({_first_line(exc)})") from None
+    return model.eval(), config

@@ -1,0 +1,68 @@
+"""Config -> parts: the model and the episode sampler a training run needs.
+
+These two functions are the only place where the trainer meets the model
+registry and the data pipeline; everything else in :mod:`medfss.training`
+takes built parts, so it runs just as well with any model or sampler passed
+in by hand (the tests do so).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medfss.config import ModelConfig, TrainConfig
+from medfss.data.datasets import Dataset
+from medfss.errors import ConfigError
+from medfss.models.base import FewShotSegmenter
+
+if TYPE_CHECKING:
+    from medfss.data.samplers import EpisodeSampler
+
+
+def build_model_from_config(model: ModelConfig) -> FewShotSegmenter:
+    """``medfss.models.registry.build_model(name, **options)``."""
+    from medfss.models.registry import build_model  # imports every model: only when one is built
+
+    return build_model(model.name, **model.options)
+
+
+def build_episode_sampler(config: TrainConfig, run_dir: str | Path) -> EpisodeSampler:
+    """The training episode sampler of ``config``: the fold's training volumes, cut to episodes.
+
+    Self-supervised: superpixel pseudolabels (cached under ``data.cache_dir``,
+    default ``<run_dir>/superpixels``); setting 2 drops the slices of the test
+    classes' groups. Supervised: the manual labels of every class but the test
+    classes. ``data.augment`` changes the query transforms from SSL-ALPNet's.
+    """
+    # imported here, not at the top: they pull in MONAI and scikit-image
+    from medfss.data.samplers import SelfSupervisedSampler, SupervisedSampler, setting2_excluded_classes
+    from medfss.data.superpixels import SuperpixelParams, superpixels_for_volumes
+    from medfss.data.transforms import AugmentParams
+
+    data = config.data
+    dataset = Dataset.from_name(data.dataset, data.data_root)
+    for name in data.test_classes:
+        dataset.spec.class_index(name)  # a misspelt class fails here, before any loading
+    augment = _settings(AugmentParams, data.augment, "data.augment") if data.augment is not None else None
+    volumes = [dataset.load(case_id) for case_id in dataset.train_case_ids(data.fold)]
+    try:
+        if data.supervision == "supervised":
+            return SupervisedSampler(volumes, dataset.spec, test_classes=data.test_classes, setting=data.setting,
+                                     image_size=data.image_size, shots=data.shots, augment=augment)
+        params = _settings(SuperpixelParams, data.superpixels, "data.superpixels")
+        cache_dir = Path(data.cache_dir) if data.cache_dir is not None else Path(run_dir) / "superpixels"
+        superpixels = superpixels_for_volumes(volumes, params, cache_dir, dataset=dataset.spec.name)
+        exclude = setting2_excluded_classes(dataset.spec, data.test_classes) if data.setting == 2 else ()
+        return SelfSupervisedSampler(volumes, superpixels, image_size=data.image_size, shots=data.shots,
+                                     exclude_classes=exclude, **({"augment": augment} if augment else {}))
+    except ValueError as exc:
+        raise ConfigError(f"data: {exc}") from None
+
+
+def _settings(cls: type, values: dict, key: str):
+    """``cls(**values)`` with a :class:`ConfigError` naming ``key`` for a bad field or value."""
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: {exc}") from None

@@ -1,0 +1,136 @@
+"""``train(config, run_dir)``: one Lightning loop for every episodic model.
+
+A run folder holds, after training::
+
+    config.yaml              the exact config of the (last) run
+    checkpoints/last.ckpt    training checkpoint, rewritten every runtime.checkpoint_every
+                             iterations and at the end: resume from it
+    logs/csv/version_N/      metrics.csv (every loss term, lr), one version per (re)start
+    logs/tensorboard/...     the same for TensorBoard, when it is installed
+    model.pt                 the exported model for inference (see checkpoints.export_model)
+
+CPU, one GPU, or several GPUs and nodes with DDP are chosen by the runtime
+section; each DDP rank draws its own episodes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+from medfss.config import TrainConfig, config_to_dict, save_config
+from medfss.errors import ConfigError
+from medfss.models.base import FewShotSegmenter
+from medfss.training.checkpoints import checkpoint_config, export_model, read_checkpoint
+from medfss.training.factory import build_episode_sampler, build_model_from_config
+from medfss.training.module import EpisodeDataModule, EpisodicModule
+
+if TYPE_CHECKING:
+    from medfss.data.samplers import EpisodeSampler
+
+# Settings that may change between a run and its resumption without changing what a step computes.
+RESUMABLE_CHANGES = frozenset({
+    "data.data_root", "data.cache_dir", "optim.iterations", "runtime.accelerator", "runtime.devices",
+    "runtime.num_nodes", "runtime.strategy", "runtime.num_workers", "runtime.checkpoint_every",
+    "runtime.log_every", "runtime.precision",
+})
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """Section dicts -> ``{"optim.lr": 0.001, ...}`` (dict-valued options stay whole)."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and not prefix:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def resume_conflicts(saved: TrainConfig, new: TrainConfig) -> list[str]:
+    """Keys whose change would make the resumed run differ from the one that was interrupted."""
+    old, now = _flatten(config_to_dict(saved)), _flatten(config_to_dict(new))
+    return sorted(k for k in old.keys() | now.keys()
+                  if k not in RESUMABLE_CHANGES and old.get(k) != now.get(k))
+
+
+def _check_resumable(checkpoint: Path, config: TrainConfig) -> None:
+    saved = checkpoint_config(read_checkpoint(checkpoint), checkpoint)
+    conflicts = resume_conflicts(saved, config)
+    if conflicts:
+        raise ConfigError(f"{checkpoint}: cannot resume, the config differs in {', '.join(conflicts)} "
+                          "(only the runtime section, optim.iterations and data paths may change)")
+
+
+def _loggers(run_dir: Path) -> list[Logger]:
+    """CSV always; TensorBoard too when it is installed (an optional dependency)."""
+    loggers: list[Logger] = [CSVLogger(run_dir / "logs", name="csv")]
+    if importlib.util.find_spec("tensorboard") is not None:
+        loggers.append(TensorBoardLogger(run_dir / "logs", name="tensorboard", default_hp_metric=False))
+    return loggers
+
+
+def build_trainer(config: TrainConfig, run_dir: Path) -> L.Trainer:
+    """The Lightning trainer of ``config``: step-counted, checkpointing, logging, no validation."""
+    runtime = config.runtime
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        every_n_train_steps=runtime.checkpoint_every,
+        save_top_k=0,  # no step-named copies: one rolling last.ckpt is enough to resume
+        save_last=True,
+        enable_version_counter=False,  # always overwrite last.ckpt
+    )
+    return L.Trainer(
+        max_steps=config.optim.iterations,
+        max_epochs=-1,  # the episode stream is endless: steps, not epochs, end training
+        accelerator=runtime.accelerator,
+        devices=runtime.devices,
+        num_nodes=runtime.num_nodes,
+        strategy=runtime.strategy,
+        precision=runtime.precision,
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        logger=_loggers(run_dir),
+        log_every_n_steps=runtime.log_every,
+        default_root_dir=run_dir,
+        use_distributed_sampler=False,  # ranks differ by their episode seeds, not by a sampler
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+
+
+def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: str | os.PathLike | None = None,
+          model: FewShotSegmenter | None = None, sampler: EpisodeSampler | None = None) -> Path:
+    """Train ``config`` into ``run_dir`` and return the exported model's path (``run_dir/model.pt``).
+
+    ``resume``: a training checkpoint to continue from; its config must match
+    ``config`` but for the settings in :data:`RESUMABLE_CHANGES`, and the run
+    then continues exactly where it stopped. ``model`` and ``sampler`` replace
+    the ones built from the config (for custom models and tests). Under DDP
+    every process calls this; rank 0 writes the config and the export.
+    """
+    run_dir = Path(run_dir)
+    if resume is not None:
+        _check_resumable(Path(resume), config)
+    L.seed_everything(config.runtime.seed, workers=True, verbose=False)  # before the model: same init
+    model = model if model is not None else build_model_from_config(config.model)
+    sampler = sampler if sampler is not None else build_episode_sampler(config, run_dir)
+    trainer = build_trainer(config, run_dir)
+    if trainer.is_global_zero:
+        save_config(config, run_dir / "config.yaml")
+    data = EpisodeDataModule(sampler, batch_size=config.optim.batch_size, seed=config.runtime.seed,
+                             num_workers=config.runtime.num_workers)
+    trainer.fit(EpisodicModule(model, config), datamodule=data, ckpt_path=resume, weights_only=True)
+    last = run_dir / "checkpoints" / "last.ckpt"  # ModelCheckpoint's save_last file
+    if trainer.global_step % config.runtime.checkpoint_every:  # the callback did not save the final step
+        trainer.save_checkpoint(last)
+    out = run_dir / "model.pt"
+    if trainer.is_global_zero:
+        export_model(last, out)
+    return out

@@ -1,0 +1,48 @@
+"""Shared fixtures: the real data root and small synthetic volumes made in code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _few_threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real data: ``$MEDFSS_DATA_ROOT`` or ``../shared/data`` beside the repository."""
+    root = Path(os.environ.get("MEDFSS_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
+    if not (root / "CHAOST2").is_dir():
+        pytest.skip(f"real data not found at {root} (set MEDFSS_DATA_ROOT)")
+    return root
+
+
+def make_phantom(shape=(64, 64, 24), seed=0, spacing=(1.25, 1.25, 7.7)):
+    """A synthetic abdomen-like volume: a body ellipse holding two bright ellipsoid organs.
+
+    Returns (image [H, W, D] float32, label [H, W, D] int64 with classes 1 and 2, affine).
+    """
+    rng = np.random.default_rng(seed)
+    h, w, d = shape
+    yy, xx, zz = np.meshgrid(np.arange(h), np.arange(w), np.arange(d), indexing="ij")
+    body = ((yy - h / 2) / (0.45 * h)) ** 2 + ((xx - w / 2) / (0.4 * w)) ** 2 <= 1
+    organ1 = ((yy - 0.4 * h) / (0.15 * h)) ** 2 + ((xx - 0.4 * w) / (0.12 * w)) ** 2 + \
+        ((zz - 0.4 * d) / (0.25 * d)) ** 2 <= 1
+    organ2 = ((yy - 0.62 * h) / (0.1 * h)) ** 2 + ((xx - 0.62 * w) / (0.1 * w)) ** 2 + \
+        ((zz - 0.6 * d) / (0.2 * d)) ** 2 <= 1
+    image = np.where(body, 100.0, 0.0) + 150.0 * organ1 + 80.0 * organ2
+    image = (image + rng.normal(0, 5, shape) * body).astype(np.float32)
+    label = np.zeros(shape, dtype=np.int64)
+    label[organ1] = 1
+    label[organ2 & ~organ1] = 2
+    affine = np.diag([*spacing, 1.0])
+    return image, label, affine

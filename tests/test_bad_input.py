@@ -1,0 +1,86 @@
+"""Bad input gives a clear error naming the file, never a traceback or a NaN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medfss.data.datasets import REGISTRY, Dataset, load_volume
+from medfss.data.io import read_nifti, write_nifti_atomic
+from medfss.errors import InputFileError, LabelMapError
+
+from conftest import make_phantom
+
+
+@pytest.fixture
+def phantom_files(tmp_path):
+    image, label, affine = make_phantom(shape=(32, 32, 10))
+    image_path = write_nifti_atomic(image, affine, tmp_path / "image_1.nii.gz")
+    label_path = write_nifti_atomic(label.astype(np.float64), affine, tmp_path / "label_1.nii.gz")
+    return image_path, label_path
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputFileError, match=r"image_9\.nii\.gz: file not found"):
+        read_nifti(tmp_path / "image_9.nii.gz")
+
+
+def test_corrupt_gzip(phantom_files, tmp_path):
+    image_path, _ = phantom_files
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(image_path.read_bytes()[: 300])  # truncated gzip stream
+    with pytest.raises(InputFileError, match=r"broken\.nii\.gz: cannot read"):
+        read_nifti(broken)
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(b"this is not gzip at all" * 20)
+    with pytest.raises(InputFileError, match=r"garbage\.nii\.gz: cannot read"):
+        read_nifti(garbage)
+
+
+def test_volume_with_nans(tmp_path):
+    image, _, affine = make_phantom(shape=(16, 16, 4))
+    image[3, 3, 1] = np.nan
+    path = write_nifti_atomic(image, affine, tmp_path / "nan.nii.gz")
+    with pytest.raises(InputFileError, match=r"nan\.nii\.gz: 1 voxels are NaN or Inf"):
+        read_nifti(path)
+
+
+def test_wrong_dimensionality(tmp_path):
+    path = write_nifti_atomic(np.zeros((8, 8), np.float32), np.eye(4), tmp_path / "flat.nii.gz")
+    with pytest.raises(InputFileError, match=r"flat\.nii\.gz: expected a 3D volume"):
+        read_nifti(path)
+    squeezable = write_nifti_atomic(np.zeros((8, 8, 4, 1), np.float32), np.eye(4), tmp_path / "t.nii.gz")
+    assert read_nifti(squeezable).array.shape == (8, 8, 4)
+
+
+def test_label_map_mismatch_names_the_label_file(phantom_files):
+    image_path, label_path = phantom_files
+    with pytest.raises(LabelMapError, match=r"label_1\.nii\.gz: label values \[1, 2\] are not in the CMR"):
+        load_volume(image_path, label_path, REGISTRY["CMR"], "1")
+
+
+def test_empty_class_names_the_label_file(phantom_files):
+    image_path, label_path = phantom_files
+    volume = load_volume(image_path, label_path, REGISTRY["CHAOST2"], "1")
+    with pytest.raises(LabelMapError, match=r"label_1\.nii\.gz: class 4 is absent"):
+        volume.class_extent(4)
+
+
+def test_shape_mismatch_between_image_and_label(phantom_files, tmp_path):
+    image_path, _ = phantom_files
+    small = write_nifti_atomic(np.zeros((16, 16, 10)), np.eye(4), tmp_path / "label_small.nii.gz")
+    with pytest.raises(InputFileError, match=r"label_small\.nii\.gz: shape"):
+        load_volume(image_path, small, REGISTRY["CHAOST2"], "1")
+
+
+def test_missing_dataset_folder_points_at_the_data_root_option(tmp_path):
+    with pytest.raises(InputFileError, match="--data-root"):
+        Dataset.from_name("CHAOST2", tmp_path)
+
+
+def test_inputs_are_not_modified(phantom_files, tmp_path):
+    image_path, label_path = phantom_files
+    before = image_path.read_bytes()
+    load_volume(image_path, label_path, REGISTRY["CHAOST2"], "1")
+    assert image_path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image_1.nii.gz", "label_1.nii.gz"]

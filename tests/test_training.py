@@ -1,0 +1,302 @@
+"""The training loop: schedule, learning, exact resumption, checkpoints, export, DDP.
+
+Everything runs on a tiny prototype model and a synthetic "bright square"
+episode sampler, so a run of dozens of steps takes seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+import medfss
+from medfss.config import (DataConfig, ModelConfig, OptimConfig, RuntimeConfig, TrainConfig, config_to_dict,
+                           load_config)
+from medfss.data.episodes import Episode
+from medfss.errors import ConfigError, InputFileError
+from medfss.models.base import FewShotSegmenter
+from medfss.training.checkpoints import export_model, load_model, read_checkpoint
+from medfss.training.loop import resume_conflicts, train
+from medfss.training.schedule import build_optimizer
+from medfss.training.stream import StepEpisodes
+
+TESTS_DIR = Path(__file__).resolve().parent
+SIZE = 16
+
+
+class TinySegmenter(FewShotSegmenter):
+    """Cosine prototype matching on a two-layer conv encoder, with dropout.
+
+    The dropout makes each step's loss depend on torch's random generator, so
+    the resume test also checks that randomness is restored.
+    """
+
+    def __init__(self, channels: int = 8):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.Dropout(0.2),
+                                     nn.Conv2d(channels, channels, 3, padding=1))
+        self.scale = nn.Parameter(torch.tensor(5.0))
+        self.seen: list[tuple[float, float]] = []  # (query fingerprint, loss) of every loss() call
+
+    def forward(self, episode: Episode) -> torch.Tensor:
+        b, s = episode.support_images.shape[:2]
+        support = self.encoder(episode.support_images.flatten(0, 1))  # [B*S, C, H, W]
+        query = self.encoder(episode.query_images)  # [B, C, H, W]
+        fg = episode.support_masks.flatten(0, 1).unsqueeze(1)  # [B*S, 1, H, W]
+        prototypes = torch.stack([(support * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1)
+                                  for m in (1 - fg, fg)], dim=1)  # [B*S, 2, C]
+        prototypes = prototypes.view(b, s, 2, -1).mean(1)  # [B, 2, C]
+        return self.scale * F.cosine_similarity(query.unsqueeze(1), prototypes[..., None, None], dim=2)
+
+    def loss(self, episode: Episode) -> dict[str, torch.Tensor]:
+        ce = F.cross_entropy(self(episode), episode.query_masks)
+        self.seen.append((float(episode.query_images.sum()), float(ce.detach())))
+        return {"loss": ce, "ce": ce, "scale": self.scale.detach()}
+
+
+def build_tiny(model: ModelConfig) -> TinySegmenter:
+    return TinySegmenter(**model.options)
+
+
+class SquareSampler:
+    """Episodes whose foreground is a bright square at a random place and size."""
+
+    def _view(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        side = int(rng.integers(4, 8))
+        y, x = rng.integers(0, SIZE - side, 2)
+        mask = torch.zeros(SIZE, SIZE)
+        mask[y:y + side, x:x + side] = 1
+        return torch.from_numpy(rng.normal(0, 0.5, (SIZE, SIZE))).float() + 2 * mask, mask
+
+    def sample(self, rng: np.random.Generator) -> Episode:
+        (support, support_mask), (query, query_mask) = self._view(rng), self._view(rng)
+        return Episode(support_images=support[None, None, None], support_masks=support_mask[None, None],
+                       query_images=query[None, None], query_masks=query_mask[None].long())
+
+
+def tiny_config(iterations: int = 6, checkpoint_every: int = 3, **optim) -> TrainConfig:
+    return TrainConfig(
+        model=ModelConfig(name="tiny", options={"channels": 8}),
+        data=DataConfig(dataset="synthetic-squares", image_size=SIZE),
+        optim=OptimConfig(**{"lr": 0.05, "iterations": iterations, "batch_size": 2, **optim}),
+        runtime=RuntimeConfig(accelerator="cpu", checkpoint_every=checkpoint_every, log_every=1),
+    )
+
+
+def run(config: TrainConfig, run_dir: Path, resume: Path | None = None) -> TinySegmenter:
+    """Train a fresh TinySegmenter (initialised from the config's seed) and return it."""
+    torch.manual_seed(config.runtime.seed)
+    model = TinySegmenter(**config.model.options)
+    train(config, run_dir, resume=resume, model=model, sampler=SquareSampler())
+    return model
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    (path,) = (run_dir / "logs" / "csv").glob("version_*/metrics.csv")
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 40-step run (lr halved every 10 steps), shared by the tests that only read its outputs."""
+    config = tiny_config(iterations=40, checkpoint_every=15, lr_gamma=0.5, lr_step=10)
+    run_dir = tmp_path_factory.mktemp("trained")
+    return config, run_dir, run(config, run_dir)
+
+
+# --- schedule and stream ---------------------------------------------------------------
+
+
+def test_lr_schedule_is_step_decay_per_iteration():
+    optim = OptimConfig(lr=1e-3, lr_gamma=0.98, lr_step=1000)
+    optimizer, scheduler = build_optimizer([nn.Parameter(torch.zeros(1))], optim)
+    lrs = []
+    for _ in range(2501):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    for iteration in (0, 999, 1000, 2500):
+        assert lrs[iteration] == pytest.approx(1e-3 * 0.98 ** (iteration // 1000), rel=1e-12), iteration
+    assert lrs[999] > lrs[1000] > lrs[2000]
+
+
+def take(episodes: StepEpisodes, workers: int, n: int) -> list[tuple[int, torch.Tensor]]:
+    """The first ``n`` (step, query images) pairs through a DataLoader with ``workers`` workers."""
+    loader = DataLoader(episodes, batch_size=None, num_workers=workers)
+    return [(step, episode.query_images) for (step, episode), _ in zip(loader, range(n))]
+
+
+def test_stream_batches_depend_on_step_and_rank_only():
+    def stream(**kwargs):
+        return StepEpisodes(SquareSampler(), batch_size=2, seed=7, **kwargs)
+
+    serial = take(stream(), 0, 6)
+    two_workers = take(stream(), 2, 6)
+    resumed = take(stream(start_step=3), 2, 3)
+    other_rank = take(stream(rank=1), 0, 6)
+    assert [s for s, _ in serial] == list(range(6)) == [s for s, _ in two_workers]
+    assert [s for s, _ in resumed] == [3, 4, 5]
+    assert serial[0][1].shape == (2, 1, SIZE, SIZE)
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(serial, two_workers))
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(serial[3:], resumed))
+    assert not any(torch.equal(a, b) for (_, a), (_, b) in zip(serial, other_rank))
+    assert not torch.equal(serial[0][1], serial[1][1])
+
+
+# --- training ----------------------------------------------------------------------------
+
+
+def test_training_reduces_the_loss_and_logs_every_term(trained):
+    config, run_dir, model = trained
+    losses = [loss for _, loss in model.seen]
+    assert len(losses) == 40
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8]), losses
+    rows = [r for r in read_metrics(run_dir) if r.get("train/loss")]
+    assert [int(r["step"]) for r in rows] == list(range(40))
+    assert {"train/loss", "train/ce", "train/scale", "loss", "lr-SGD"} <= set(rows[0])
+    lrs = [float(r["lr-SGD"]) for r in read_metrics(run_dir) if r.get("lr-SGD")]
+    assert lrs == pytest.approx([0.05 * 0.5 ** (step // 10) for step in range(40)])
+    assert load_config(run_dir / "config.yaml") == config
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    config = tiny_config(iterations=6, checkpoint_every=3)
+    whole = run(config, tmp_path / "whole")
+    first = run(dataclasses.replace(config, optim=dataclasses.replace(config.optim, iterations=3)),
+                tmp_path / "split")
+    second = run(config, tmp_path / "split", resume=tmp_path / "split" / "checkpoints" / "last.ckpt")
+    assert len(whole.seen) == 6 and len(first.seen) == 3 and len(second.seen) == 3
+    for (a_query, a_loss), (b_query, b_loss) in zip(whole.seen, first.seen + second.seen):
+        assert a_query == b_query  # the same episodes
+        assert a_loss == pytest.approx(b_loss, rel=1e-6, abs=1e-7)  # from the same weights and dropout
+    assert whole.seen[3][1] != whole.seen[2][1]
+    for name, value in whole.state_dict().items():
+        torch.testing.assert_close(second.state_dict()[name], value, rtol=1e-6, atol=1e-7)
+
+
+def test_resume_refuses_a_config_that_changes_the_run(tmp_path, trained):
+    config, run_dir, _ = trained
+    changed = dataclasses.replace(config, optim=dataclasses.replace(config.optim, lr=0.1, iterations=50),
+                                  runtime=dataclasses.replace(config.runtime, num_workers=2))
+    assert resume_conflicts(config, changed) == ["optim.lr"]
+    with pytest.raises(ConfigError, match=r"cannot resume.*optim\.lr"):
+        run(changed, tmp_path, resume=run_dir / "checkpoints" / "last.ckpt")
+
+
+# --- checkpoints and export ----------------------------------------------------------------
+
+
+def test_checkpoint_loads_weights_only_with_config_and_version(trained):
+    config, run_dir, _ = trained
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 40
+    assert checkpoint["config"] == config_to_dict(config)
+    assert checkpoint["medfss_version"] == medfss.__version__
+    assert checkpoint["model_name"] == "tiny"
+    assert checkpoint["optimizer_states"] and checkpoint["lr_schedulers"]
+
+
+def test_export_and_load_model_give_the_trained_model(trained, tmp_path):
+    config, run_dir, model = trained
+    exported = torch.load(run_dir / "model.pt", weights_only=True)
+    assert set(exported) == {"state_dict", "config", "medfss_version", "model_name"}
+    assert set(exported["state_dict"]) == set(model.state_dict())
+    episode = SquareSampler().sample(np.random.default_rng(0))
+    expected = model.eval()(episode)
+    for path in (run_dir / "model.pt", run_dir / "checkpoints" / "last.ckpt",
+                 export_model(run_dir / "model.pt", tmp_path / "again.pt")):
+        loaded, loaded_config = load_model(path, build=build_tiny)
+        assert loaded_config == config and not loaded.training
+        torch.testing.assert_close(loaded(episode), expected)
+
+
+def _rewrite(data: dict, path: Path) -> Path:
+    torch.save(data, path)
+    return path
+
+
+def test_load_model_rejects_bad_files_with_a_clear_error(trained, tmp_path):
+    _, run_dir, _ = trained
+    good = torch.load(run_dir / "model.pt", weights_only=True)
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((run_dir / "model.pt").read_bytes()[:200])
+    (tmp_path / "pickled.pt").write_bytes(pickle.dumps(SquareSampler(), protocol=2))
+    newer = _rewrite({**good, "medfss_version": "99.0"}, tmp_path / "newer.pt")
+    no_config = _rewrite({k: v for k, v in good.items() if k != "config"}, tmp_path / "no_config.pt")
+    other_model = _rewrite({**good, "config": {**good["config"], "model": {"name": "tiny", "options": {"channels": 4}}}},
+                           tmp_path / "other_model.pt")
+    cases = {
+        tmp_path / "missing.pt": "checkpoint not found",
+        tmp_path / "garbage.pt": "not a readable checkpoint",
+        truncated: "not a readable checkpoint",
+        tmp_path / "pickled.pt": "not a readable checkpoint",
+        newer: "newer than the installed",
+        no_config: "missing config",
+        other_model: "weights do not fit the 'tiny' model",
+    }
+    for path, message in cases.items():
+        with pytest.raises(InputFileError, match=message):
+            load_model(path, build=build_tiny)
+    bad_config = _rewrite({**good, "config": {**good["config"], "optim": {"lr": -1.0}}}, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match=r"stored config is invalid.*optim\.lr"):
+        load_model(bad_config, build=build_tiny)
+
+
+def test_read_checkpoint_of_the_training_run_holds_model_weights(trained):
+    _, run_dir, model = trained
+    data = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert {k.removeprefix("model.") for k in data["state_dict"]} == set(model.state_dict())
+
+
+# --- DDP -------------------------------------------------------------------------------------
+
+DDP_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+import torch
+from test_training import SquareSampler, TinySegmenter, tiny_config
+from medfss.training.loop import train
+from dataclasses import replace
+
+config = tiny_config(iterations=3, checkpoint_every=2)
+config = replace(config, runtime=replace(config.runtime, strategy="ddp", devices=2))
+model = TinySegmenter()
+train(config, {run_dir!r}, model=model, sampler=SquareSampler())
+rank = int(os.environ.get("LOCAL_RANK", 0))
+checksum = sum(float(p.double().sum()) for p in model.parameters())
+with open(os.path.join({run_dir!r}, f"rank{{rank}}.json"), "w") as fh:
+    json.dump({{"seen": model.seen, "checksum": checksum}}, fh)
+"""
+
+
+def test_ddp_on_cpu_two_ranks_see_different_episodes_and_stay_in_sync(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    run_dir = tmp_path / "run"
+    script.write_text(DDP_SCRIPT.format(tests=str(TESTS_DIR), run_dir=str(run_dir)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((run_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    queries = [[query for query, _ in rank["seen"]] for rank in ranks]
+    assert len(queries[0]) == len(queries[1]) == 3
+    assert not set(queries[0]) & set(queries[1])  # different episodes on each rank
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-6)  # gradients were averaged
+    assert (run_dir / "model.pt").is_file() and (run_dir / "config.yaml").is_file()
