@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from medfss import __version__
-from medfss.errors import ConfigError, MedfssError
+from medfss.errors import MedfssError
 
 
 def _int_list(text: str) -> list[int]:
@@ -43,6 +43,7 @@ def cmd_evaluate(args) -> int:
     from medfss.data.io import write_text_atomic
     from medfss.evaluation.predictors import predictor_factory
     from medfss.evaluation.protocol import ProtocolConfig, evaluate
+    from medfss.provenance import provenance
 
     dataset = Dataset.from_name(args.dataset, args.data_root)
     classes = tuple(args.classes.split(",")) if args.classes else dataset.spec.eval_classes
@@ -62,9 +63,23 @@ def cmd_evaluate(args) -> int:
     result = evaluate(dataset, predictor_for_fold, config, model_name=args.model,
                       progress=not args.quiet)
     print(result.format_table())
+    record = {"label": args.label or args.model, **result.to_json(), "provenance": provenance()}
     out = Path(args.out)
-    write_text_atomic(json.dumps(result.to_json(), indent=2) + "\n", out / "results.json")
+    write_text_atomic(json.dumps(record, indent=2) + "\n", out / "results.json")
     print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from medfss.data.io import write_text_atomic
+    from medfss.evaluation.report import format_report
+
+    text = format_report(args.root)
+    if args.out is None:
+        print(text)
+    else:
+        write_text_atomic(text, args.out)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -97,8 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", required=True, type=Path, help="folder for results.json")
+    ev.add_argument("--label", default=None, help="row name in reports (default: the model name)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
+
+    report = sub.add_parser("report", help="markdown tables of every results.json under a folder")
+    report.add_argument("root", type=Path, help="folder searched for results.json files (e.g. results)")
+    report.add_argument("--out", type=Path, default=None, help="write here instead of printing")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

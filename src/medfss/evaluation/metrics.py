@@ -28,6 +28,7 @@ Empty masks (a convention, because the formulas are undefined there):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -80,11 +81,14 @@ def segmentation_scores(prediction: np.ndarray, truth: np.ndarray,
         return SegmentationScores(dice=0.0, jaccard=0.0, hd95=math.nan, asd=math.nan)
     p, g = _as_batch(prediction), _as_batch(truth)  # [1, 1, H, W, D]
     spacing = [float(s) for s in spacing]
+    with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal call
+        warnings.simplefilter("ignore", FutureWarning)
+        hd95 = float(compute_hausdorff_distance(p, g, include_background=True, percentile=95, spacing=spacing))
+        asd = float(compute_average_surface_distance(p, g, include_background=True, symmetric=True,
+                                                     spacing=spacing))
     return SegmentationScores(
         dice=100.0 * float(compute_dice(p, g, include_background=True)),
         jaccard=100.0 * float(compute_iou(p, g, include_background=True)),
-        hd95=float(compute_hausdorff_distance(p, g, include_background=True, percentile=95,
-                                              spacing=spacing)),
-        asd=float(compute_average_surface_distance(p, g, include_background=True, symmetric=True,
-                                                   spacing=spacing)),
+        hd95=hd95,
+        asd=asd,
     )
