@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from medfss.cli import main
@@ -23,3 +25,29 @@ def test_user_mistakes_exit_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.realdata
+def test_evaluate_writes_results_and_report(data_root, tmp_path, capsys):
+    out = tmp_path / "copy"
+    argv = ["evaluate", "--model", "copy-support", "--dataset", "CHAOST2", "--data-root", str(data_root),
+            "--folds", "0", "--classes", "liver", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "liver" in table and "mean" in table
+    data = json.loads((out / "results.json").read_text())
+    assert {"model", "dataset", "setting", "shots", "mean_dice", "protocol", "provenance"} <= set(data)
+    assert data["protocol"]["folds"] == [0] and data["dataset"] == "CHAOST2"
+    assert 20 < data["mean_dice"] < 90  # copying the support liver mask overlaps the query liver, not fully
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "README.md")]) == 0
+    report = (tmp_path / "README.md").read_text()
+    assert "## CHAOST2, setting 1, 1-shot" in report and "copy-support" in report and "published" in report
+
+
+@pytest.mark.realdata
+def test_evaluate_rejects_a_bad_class(data_root, tmp_path, capsys):
+    assert main(["evaluate", "--model", "copy-support", "--dataset", "CHAOST2", "--classes", "heart",
+                 "--data-root", str(data_root), "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown class 'heart'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()
