@@ -8,7 +8,8 @@ import torch
 from medfss.errors import ConfigError
 from medfss.evaluation.baselines import CopySupportPredictor, IntensityPrototypePredictor, build_baseline
 from medfss.evaluation.predictor import Predictor
-from medfss.evaluation.predictors import checkpoint_for_fold, predictor_factory
+from medfss.data.datasets import get_dataset_spec
+from medfss.evaluation.predictors import checkpoint_path, group_name, predictor_factory
 
 
 def square(size=16, top=4, side=6):
@@ -58,12 +59,15 @@ def test_baselines_are_predictors_and_bad_names_fail():
 
 def test_predictor_factory():
     factory = predictor_factory("copy-support")
-    assert factory(0) is factory(3)
+    assert factory(0, "liver") is factory(3, "spleen")
     with pytest.raises(ConfigError, match="takes no --checkpoint"):
         predictor_factory("copy-support", "x.pt")
     with pytest.raises(ConfigError, match="needs --checkpoint"):
         predictor_factory("alpnet")
-    assert checkpoint_for_fold("runs/fold{fold}/model.pt", 3) == "runs/fold3/model.pt"
+    assert checkpoint_path("runs/fold{fold}/model.pt", 3) == "runs/fold3/model.pt"
+    spec = get_dataset_spec("CHAOST2")
+    assert group_name(spec, "spleen") == "upper" and group_name(spec, "left_kidney") == "lower"
+    assert checkpoint_path("runs/{group}-fold{fold}/model.pt", 1, "upper") == "runs/upper-fold1/model.pt"
 
 
 def test_shape_mismatch_is_rejected():

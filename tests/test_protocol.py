@@ -87,9 +87,9 @@ TWO_FOLDS = {0: {"a": (3, 11), "b": (2, 7), "c": (4, 12)},
              1: {"d": (1, 9), "e": (5, 10), "f": (0, 13)}}
 
 
-def run(predictor_for_fold, folds=(0,), **kwargs):
+def run(predictor_for, folds=(0,), **kwargs):
     config = ProtocolConfig(dataset="TOY", folds=folds, **kwargs)
-    return evaluate(ToyDataset(TWO_FOLDS), predictor_for_fold, config, progress=False, model_name="toy")
+    return evaluate(ToyDataset(TWO_FOLDS), predictor_for, config, progress=False, model_name="toy")
 
 
 @pytest.mark.parametrize("slices, n_chunks, expected", [
@@ -112,15 +112,15 @@ def test_each_query_slice_gets_the_support_slice_of_its_chunk():
     # support "a" holds the organ on 3..11 -> support slices 4, 7, 10; one query volume at a time
     rec = Recorder()
     config = ProtocolConfig(dataset="TOY", folds=(0,))
-    evaluate(ToyDataset({0: {"a": (3, 11), "b": (2, 7)}}), lambda f: rec, config, progress=False)
+    evaluate(ToyDataset({0: {"a": (3, 11), "b": (2, 7)}}), lambda f, name: rec, config, progress=False)
     assert rec.pairs == {2: 4, 3: 4, 4: 7, 5: 7, 6: 10, 7: 10}
     rec = Recorder()
-    evaluate(ToyDataset({0: {"a": (3, 11), "c": (4, 12)}}), lambda f: rec, config, progress=False)
+    evaluate(ToyDataset({0: {"a": (3, 11), "c": (4, 12)}}), lambda f, name: rec, config, progress=False)
     assert rec.pairs == {4: 4, 5: 4, 6: 4, 7: 7, 8: 7, 9: 7, 10: 10, 11: 10, 12: 10}
 
 
 def test_oracle_scores_dice_100_and_zero_distances():
-    result = run(lambda fold: Oracle(), folds=(0, 1))
+    result = run(lambda fold, name: Oracle(), folds=(0, 1))
     assert result.mean_dice == pytest.approx(100.0)
     summary = result.class_summary("organ")
     assert summary["hd95"]["mean"] == pytest.approx(0.0) and summary["asd"]["mean"] == pytest.approx(0.0)
@@ -129,14 +129,14 @@ def test_oracle_scores_dice_100_and_zero_distances():
 
 def test_shifted_prediction_scores_the_hand_computed_dice():
     # a 10-pixel-wide box moved 2 pixels keeps 8 of 10 columns on every slice: Dice = 2*8/(10+10)
-    result = run(lambda fold: Shifted(2))
+    result = run(lambda fold, name: Shifted(2))
     assert result.mean_dice == pytest.approx(80.0)
     # Jaccard = 8 / 12 columns
     assert result.class_summary("organ")["jaccard"]["mean"] == pytest.approx(100 * 8 / 12)
 
 
 def test_mean_and_std_are_over_runs():
-    result = run(lambda fold: Shifted({0: 2, 1: 1}[fold]), folds=(0, 1))  # Dice 80 and 90
+    result = run(lambda fold, name: Shifted({0: 2, 1: 1}[fold]), folds=(0, 1))  # Dice 80 and 90
     dice = result.class_summary("organ")["dice"]
     assert dice["mean"] == pytest.approx(85.0) and dice["std"] == pytest.approx(5.0)
     assert result.mean_summary()["dice"]["std"] == pytest.approx(5.0)
@@ -144,19 +144,19 @@ def test_mean_and_std_are_over_runs():
 
 def test_support_choice_and_k_shot():
     assert support_case_ids(["a", "b", "c"], 2, 2) == ("c", "a")  # wraps
-    result = run(lambda fold: Oracle(), support_indices=(0, 1, 2))
+    result = run(lambda fold, name: Oracle(), support_indices=(0, 1, 2))
     assert [r.support_cases for r in result.runs] == [("a",), ("b",), ("c",)]
     assert all(q.case_id not in r.support_cases for r in result.runs for q in r.queries)
-    result = run(lambda fold: Oracle(), shots=2)
+    result = run(lambda fold, name: Oracle(), shots=2)
     assert result.runs[0].support_cases == ("a", "b") and [q.case_id for q in result.runs[0].queries] == ["c"]
     with pytest.raises(ConfigError, match="needs at least 4 test volumes"):
-        run(lambda fold: Oracle(), shots=3)
+        run(lambda fold, name: Oracle(), shots=3)
     with pytest.raises(ConfigError, match="outside this fold"):
-        run(lambda fold: Oracle(), support_indices=(3,))
+        run(lambda fold, name: Oracle(), support_indices=(3,))
 
 
 def test_results_json_holds_the_interface_keys():
-    data = run(lambda fold: Shifted(2), folds=(0, 1)).to_json()
+    data = run(lambda fold, name: Shifted(2), folds=(0, 1)).to_json()
     assert {"model", "dataset", "setting", "shots", "mean_dice", "protocol", "classes", "mean",
             "wall_time_s"} <= set(data)
     assert data["protocol"]["folds"] == [0, 1] and data["protocol"]["classes"] == ["organ"]
@@ -169,7 +169,7 @@ def test_empty_prediction_gives_null_distances_not_nan():
         def predict(self, support_images, support_masks, query_images):
             return torch.zeros_like(query_images)
 
-    result = run(lambda fold: Nothing())
+    result = run(lambda fold, name: Nothing())
     assert result.mean_dice == 0.0
     data = result.to_json()
     assert data["classes"]["organ"]["hd95"]["mean"] is None
@@ -190,4 +190,4 @@ def test_bad_protocol_config(kwargs, match):
 
 def test_unknown_class_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown class 'kidney'"):
-        run(lambda fold: Oracle(), classes=("kidney",))
+        run(lambda fold, name: Oracle(), classes=("kidney",))

@@ -38,6 +38,26 @@ def cmd_data_summary(args) -> int:
     return 0
 
 
+def training_records(checkpoint: str, folds, spec, classes) -> dict:
+    """What training cost, per model, from the ``training.json`` beside each checkpoint."""
+    from medfss.evaluation.predictors import checkpoint_path, group_name
+
+    runs = {}
+    for fold in folds:
+        for name in classes:
+            path = Path(checkpoint_path(checkpoint, fold, group_name(spec, name))).parent / "training.json"
+            if path.is_file() and str(path) not in runs:
+                record = json.loads(path.read_text())
+                runs[str(path)] = {"fold": fold, "iterations": record["iterations"],
+                                   "wall_time_s": record["wall_time_s"]}
+    if not runs:
+        return {"summary": "unknown", "runs": {}}
+    iterations = sorted({r["iterations"] for r in runs.values()})
+    minutes = sum(r["wall_time_s"] for r in runs.values()) / len(runs) / 60
+    return {"summary": f"{'/'.join(map(str, iterations))} it, {minutes:.0f} min per model",
+            "runs": runs}
+
+
 def cmd_evaluate(args) -> int:
     from medfss.data.datasets import Dataset
     from medfss.data.io import write_text_atomic
@@ -59,14 +79,55 @@ def cmd_evaluate(args) -> int:
         setting=args.setting,
         seed=args.seed,
     )
-    predictor_for_fold = predictor_factory(args.model, args.checkpoint, device=args.device)
-    result = evaluate(dataset, predictor_for_fold, config, model_name=args.model,
+    predictor_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device)
+    result = evaluate(dataset, predictor_for, config, model_name=args.model,
                       progress=not args.quiet)
     print(result.format_table())
     record = {"label": args.label or args.model, **result.to_json(), "provenance": provenance()}
+    if args.checkpoint is not None:
+        record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, classes)
     out = Path(args.out)
     write_text_atomic(json.dumps(record, indent=2) + "\n", out / "results.json")
     print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from medfss.config import load_config
+    from medfss.training.loop import train
+
+    overrides = list(args.set)
+    if args.data_root is not None:
+        overrides.append(f"data.data_root={args.data_root}")
+    config = load_config(args.config, overrides)
+    resume = args.resume
+    if resume == "auto":
+        last = args.run_dir / "checkpoints" / "last.ckpt"
+        resume = last if last.is_file() else None
+        if resume is not None:
+            print(f"resuming from {last}")
+    out = train(config, args.run_dir, resume=resume)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from medfss.config import load_config
+    from medfss.data.io import write_text_atomic
+    from medfss.evaluation.benchmark import BenchmarkSettings, benchmark, format_benchmark
+    from medfss.provenance import provenance
+
+    settings = BenchmarkSettings(train_steps=args.steps, query_slices=args.query_slices, device=args.device)
+    rows = []
+    for path in args.config:
+        config = load_config(path, args.set)
+        print(f"benchmarking {path} ...", file=sys.stderr)
+        rows.append({"preset": Path(path).stem, **benchmark(config, settings)})
+    print(format_benchmark(rows))
+    if args.out is not None:
+        record = {"rows": rows, "table": format_benchmark(rows), "provenance": provenance()}
+        write_text_atomic(json.dumps(record, indent=2) + "\n", args.out)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -115,6 +176,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--label", default=None, help="row name in reports (default: the model name)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
+
+    tr = sub.add_parser("train", help="train an episodic model (self-supervised or supervised)")
+    tr.add_argument("--config", required=True, type=Path,
+                    help="a preset YAML, e.g. configs/alpnet_cpu.yaml (what it leaves out keeps the defaults)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set data.fold=1 --set optim.iterations=500")
+    tr.add_argument("--run-dir", required=True, type=Path,
+                    help="folder for config.yaml, checkpoints, logs and the exported model.pt")
+    tr.add_argument("--resume", default=None,
+                    help="a training checkpoint to continue exactly where it stopped, or 'auto' for "
+                         "RUN_DIR/checkpoints/last.ckpt when it exists")
+    _add_data_args(tr)
+    tr.set_defaults(func=cmd_train)
+
+    bench = sub.add_parser("benchmark", help="training and inference speed and peak memory of presets")
+    bench.add_argument("--config", required=True, type=Path, action="append",
+                       help="a preset YAML; repeat to compare several")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override applied to every preset")
+    bench.add_argument("--steps", type=int, default=5, help="timed training steps (after one warm-up)")
+    bench.add_argument("--query-slices", type=int, default=32, help="slices of the timed query volume")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda")
+    bench.add_argument("--out", type=Path, default=None, help="write the rows and the machine as JSON")
+    bench.set_defaults(func=cmd_benchmark)
 
     report = sub.add_parser("report", help="markdown tables of every results.json under a folder")
     report.add_argument("root", type=Path, help="folder searched for results.json files (e.g. results)")

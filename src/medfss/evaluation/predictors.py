@@ -1,11 +1,14 @@
-"""Model name + checkpoint -> the predictor of each fold, for ``medfss evaluate``.
+"""Model name + checkpoint -> the predictor of each (fold, class), for ``medfss evaluate``.
 
-A no-training baseline is the same predictor for every fold. A trained model
-has one checkpoint per fold (cross-validation trains one model on the other
-folds' volumes), so a checkpoint path may hold ``{fold}``, replaced by the
-fold number; a path without it is used for every fold, which is right for a
-model trained on other data and wrong for in-data cross-validation (it would
-be tested on its own training volumes), so that case prints a warning.
+A no-training baseline is the same predictor everywhere. A trained model has
+one checkpoint per fold (cross-validation trains one model on the other
+folds' volumes), and in setting 2 one per test group (trained without the
+group's slices), so a checkpoint path may hold ``{fold}`` and ``{group}``,
+replaced by the fold number and by the setting-2 group of the class
+(``upper``/``lower`` on the abdominal sets). A path without ``{fold}`` is
+used for every fold, which is right for a model trained on other data and
+wrong for in-data cross-validation (it would be tested on its own training
+volumes), so that case prints a warning.
 """
 
 from __future__ import annotations
@@ -16,46 +19,58 @@ from collections.abc import Callable
 
 import torch
 
+from medfss.data.datasets import DatasetSpec
 from medfss.errors import ConfigError
 from medfss.evaluation.baselines import BASELINES, build_baseline
 from medfss.evaluation.predictor import EpisodicPredictor, Predictor
 
 
-def checkpoint_for_fold(checkpoint: str | os.PathLike, fold: int) -> str:
-    """``checkpoint`` with ``{fold}`` replaced by ``fold``."""
-    return str(checkpoint).replace("{fold}", str(fold))
+def group_name(spec: DatasetSpec, class_name: str) -> str:
+    """The name of the setting-2 group holding ``class_name`` (the class itself if ungrouped)."""
+    return next((name for name, members in spec.groups.items() if class_name in members), class_name)
+
+
+def checkpoint_path(checkpoint: str | os.PathLike, fold: int, group: str = "") -> str:
+    """``checkpoint`` with ``{fold}`` and ``{group}`` filled in."""
+    return str(checkpoint).replace("{fold}", str(fold)).replace("{group}", group)
 
 
 def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *,
-                      device: str | torch.device = "cpu", batch_size: int = 8
-                      ) -> Callable[[int], Predictor]:
-    """``fold -> Predictor`` for the baseline or trained model called ``model``.
+                      spec: DatasetSpec | None = None, device: str | torch.device = "cpu",
+                      batch_size: int = 8) -> Callable[[int, str], Predictor]:
+    """``(fold, class_name) -> Predictor`` for the baseline or trained model called ``model``.
 
     Trained models are read with :func:`medfss.training.checkpoints.load_model`
-    (``weights_only``), checked to be the named model, and run at the image
-    size they were trained at.
+    (``weights_only``), checked to be the named model, run at the image size
+    they were trained at, and loaded once per distinct file.
     """
     if model in BASELINES:
         if checkpoint is not None:
             raise ConfigError(f"{model!r} is a no-training baseline: it takes no --checkpoint")
         predictor = build_baseline(model)
-        return lambda fold: predictor
+        return lambda fold, class_name: predictor
     if checkpoint is None:
-        raise ConfigError(f"model {model!r} needs --checkpoint (a trained model file; '{{fold}}' in its path "
-                          f"is replaced by the fold number); the baselines {sorted(BASELINES)} need none")
+        raise ConfigError(f"model {model!r} needs --checkpoint (a trained model file; '{{fold}}' and "
+                          f"'{{group}}' in its path are filled in); the baselines {sorted(BASELINES)} need none")
+    if "{group}" in str(checkpoint) and spec is None:
+        raise ConfigError("a checkpoint path with '{group}' needs the data set (its setting-2 groups)")
     if "{fold}" not in str(checkpoint):
         print(f"medfss: warning: checkpoint {checkpoint} has no '{{fold}}': the same model is evaluated on "
               "every fold; if it was trained on this data set, it is tested on its own training volumes",
               file=sys.stderr)
+    loaded: dict[str, Predictor] = {}
 
-    def for_fold(fold: int) -> Predictor:
+    def predictor_for(fold: int, class_name: str) -> Predictor:
         from medfss.training.checkpoints import load_model  # imports Lightning: only for trained models
 
-        path = checkpoint_for_fold(checkpoint, fold)
-        network, config = load_model(path)
-        if config.model.name != model:
-            raise ConfigError(f"{path} holds a {config.model.name!r} model, not {model!r}")
-        return EpisodicPredictor(network, image_size=config.data.image_size, batch_size=batch_size,
-                                 device=device)
+        path = checkpoint_path(checkpoint, fold, group_name(spec, class_name) if spec is not None else "")
+        if path not in loaded:
+            loaded.clear()  # one model in memory at a time: the protocol runs fold by fold
+            network, config = load_model(path)
+            if config.model.name != model:
+                raise ConfigError(f"{path} holds a {config.model.name!r} model, not {model!r}")
+            loaded[path] = EpisodicPredictor(network, image_size=config.data.image_size,
+                                             batch_size=batch_size, device=device)
+        return loaded[path]
 
-    return for_fold
+    return predictor_for

@@ -346,13 +346,14 @@ def score_queries(predictor: Predictor, supports: Sequence[Volume], queries: Seq
         yield QueryResult(query.case_id, segmentation_scores(prediction, truth, query.spacing))
 
 
-def evaluate(dataset: Dataset, predictor_for_fold: Callable[[int], Predictor], config: ProtocolConfig,
+def evaluate(dataset: Dataset, predictor_for: Callable[[int, str], Predictor], config: ProtocolConfig,
              progress: bool = True, *, model_name: str = "unnamed") -> EvaluationResult:
     """Run the protocol of ``config`` on ``dataset``.
 
-    predictor_for_fold(fold) returns the predictor for that fold's test
-    volumes: trained models have one checkpoint per fold, the baselines ignore
-    the fold. Each fold's test volumes are loaded once and shared by its
+    predictor_for(fold, class_name) returns the predictor for that fold's test
+    volumes and class: trained models have one checkpoint per fold (and in
+    setting 2 one per test group, trained without its slices); the baselines
+    ignore both. Each fold's test volumes are loaded once and shared by its
     support choices and classes.
     """
     config = config.resolved(dataset.spec)
@@ -366,16 +367,17 @@ def evaluate(dataset: Dataset, predictor_for_fold: Callable[[int], Predictor], c
     with tqdm(total=total, disable=not progress, unit="query",
               desc=f"{model_name} {config.dataset} {config.shots}-shot") as bar:
         for fold in config.folds:
-            predictor = predictor_for_fold(fold)
-            if not isinstance(predictor, Predictor):
-                raise TypeError(f"predictor_for_fold({fold}) returned {type(predictor).__name__}, "
-                                "which has no predict(support_images, support_masks, query_images)")
             volumes = {c: dataset.load(c) for c in fold_cases[fold]}
             for support_index in config.support_indices:
                 support_ids = supports_of[fold, support_index]
                 supports = [volumes[c] for c in support_ids]
                 queries = [v for c, v in volumes.items() if c not in support_ids]
                 for class_name in config.classes:
+                    predictor = predictor_for(fold, class_name)
+                    if not isinstance(predictor, Predictor):
+                        raise TypeError(f"predictor_for({fold}, {class_name!r}) returned "
+                                        f"{type(predictor).__name__}, which has no "
+                                        "predict(support_images, support_masks, query_images)")
                     results = []
                     for result in score_queries(predictor, supports, queries,
                                                 dataset.spec.class_index(class_name), config):

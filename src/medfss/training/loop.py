@@ -8,6 +8,8 @@ A run folder holds, after training::
     logs/csv/version_N/      metrics.csv (every loss term, lr), one version per (re)start
     logs/tensorboard/...     the same for TensorBoard, when it is installed
     model.pt                 the exported model for inference (see checkpoints.export_model)
+    training.json            iterations done, training wall time (summed over resumptions),
+                             machine and code revision
 
 CPU, one GPU, or several GPUs and nodes with DDP are chosen by the runtime
 section; each DDP rank draws its own episodes.
@@ -16,7 +18,9 @@ section; each DDP rank draws its own episodes.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +29,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from medfss.config import TrainConfig, config_to_dict, save_config
+from medfss.data.io import write_text_atomic
+from medfss.provenance import provenance
 from medfss.errors import ConfigError
 from medfss.models.base import FewShotSegmenter
 from medfss.training.checkpoints import checkpoint_config, export_model, read_checkpoint
@@ -126,11 +132,25 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: str | os.P
         save_config(config, run_dir / "config.yaml")
     data = EpisodeDataModule(sampler, batch_size=config.optim.batch_size, seed=config.runtime.seed,
                              num_workers=config.runtime.num_workers)
+    start = time.perf_counter()
     trainer.fit(EpisodicModule(model, config), datamodule=data, ckpt_path=resume, weights_only=True)
+    elapsed = time.perf_counter() - start
     last = run_dir / "checkpoints" / "last.ckpt"  # ModelCheckpoint's save_last file
     if trainer.global_step % config.runtime.checkpoint_every:  # the callback did not save the final step
         trainer.save_checkpoint(last)
     out = run_dir / "model.pt"
     if trainer.is_global_zero:
         export_model(last, out)
+        _record_training(run_dir, trainer.global_step, elapsed, resumed=resume is not None)
     return out
+
+
+def _record_training(run_dir: Path, iterations: int, elapsed_s: float, resumed: bool) -> None:
+    """Write ``training.json``: iterations and wall time, summed over the resumptions of the run."""
+    path = run_dir / "training.json"
+    previous = json.loads(path.read_text()) if resumed and path.is_file() else {}
+    sessions = [*previous.get("sessions", []), {"iterations_at_end": iterations, "wall_time_s": elapsed_s,
+                                                **provenance()}]
+    record = {"iterations": iterations, "wall_time_s": sum(s["wall_time_s"] for s in sessions),
+              "sessions": sessions}
+    write_text_atomic(json.dumps(record, indent=2) + "\n", path)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Train and evaluate one model at a CPU preset for one results table (issue 3's tables).
+#
+#   bash scripts/cpu_tables.sh MODEL DATASET SETTING FOLDS [--set KEY=VALUE ...]
+#   e.g. bash scripts/cpu_tables.sh alpnet CHAOST2 1 0,1,2,3,4
+#
+# Self-supervised training (superpixel pseudolabels, no manual labels) with configs/MODEL_cpu.yaml,
+# one model per fold on the other folds' volumes; in setting 2 one model per fold and test group,
+# trained without any slice of that group. Runs live in runs/ (not committed) and resume where
+# they stopped; finished runs are reused. The evaluation sweeps every support volume of each fold
+# and writes results/MODEL_cpu/DATASET-settingS/results.json, then results/README.md is regenerated.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=$1 dataset=$2 setting=$3 folds=$4
+shift 4
+preset=configs/${model}_cpu.yaml
+runs=runs/${model}_cpu/${dataset}-setting${setting}
+case $dataset in CHAOST2) supports=0,1,2,3 ;; CMR) supports=0,1,2,3,4,5,6 ;; *) supports=0 ;; esac
+common=(--config "$preset" --set "data.dataset=$dataset" --set "data.cache_dir=runs/superpixels" "$@")
+
+train() {  # run_dir, extra overrides...
+  local dir=$1; shift
+  if [ -f "$dir/model.pt" ]; then echo "reusing $dir/model.pt"; return; fi
+  .venv/bin/medfss train "${common[@]}" "$@" --run-dir "$dir" --resume auto
+}
+
+for fold in ${folds//,/ }; do
+  if [ "$setting" = 1 ]; then
+    train "$runs/fold$fold" --set "data.fold=$fold"
+  else
+    train "$runs/upper-fold$fold" --set "data.fold=$fold" --set data.setting=2 --set "data.test_classes=[liver, spleen]"
+    train "$runs/lower-fold$fold" --set "data.fold=$fold" --set data.setting=2 \
+      --set "data.test_classes=[left_kidney, right_kidney]"
+  fi
+done
+
+checkpoint="$runs/fold{fold}/model.pt"
+[ "$setting" = 2 ] && checkpoint="$runs/{group}-fold{fold}/model.pt"
+.venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
+  --setting "$setting" --folds "$folds" --support-index "$supports" --quiet \
+  --label "$model (CPU preset, self-supervised)" --out "results/${model}_cpu/${dataset}-setting${setting}"
+.venv/bin/medfss report results --out results/README.md
