@@ -3,6 +3,7 @@
 # 1-way 1-shot, 3 chunks, 5 folds x every support volume of each fold (CHAOST2 folds hold
 # 4 volumes, CMR folds 7). A floor does not train, so its setting-2 row equals its setting-1
 # row; it is listed under both so every table carries its floors. Then regenerates results/README.md.
+# Arguments restrict the data sets: `bash scripts/results_floors.sh CMR`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,7 +14,12 @@ run() {  # dataset setting supports
       --support-index "$3" --quiet --out "$OUT/floors/$model/$1-setting$2"
   done
 }
-run CHAOST2 1 0,1,2,3
-run CHAOST2 2 0,1,2,3
-run CMR 1 0,1,2,3,4,5,6
+datasets=${*:-CHAOST2 CMR}
+for dataset in $datasets; do
+  case $dataset in
+    CHAOST2) run CHAOST2 1 0,1,2,3; run CHAOST2 2 0,1,2,3 ;;
+    CMR) run CMR 1 0,1,2,3,4,5,6 ;;
+    *) echo "unknown data set $dataset (CHAOST2 or CMR)" >&2; exit 2 ;;
+  esac
+done
 .venv/bin/medfss report "$OUT" --out "$OUT/README.md"

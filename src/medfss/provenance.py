@@ -19,13 +19,22 @@ import torch
 from medfss import __version__
 
 
+CODE_PATHS = ("src", "configs", "scripts", "pyproject.toml")
+
+
 def git_revision(path: str | os.PathLike | None = None) -> str | None:
-    """The checkout's commit (with ``-dirty`` if it has uncommitted changes), or None outside git."""
+    """The checkout's commit, or None outside git.
+
+    ``-dirty`` is appended when files that change what a command computes (the
+    package, configs, scripts, pyproject) differ from the commit; edits to
+    tests, docs or results do not count.
+    """
     cwd = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=cwd, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                *(f":(top){p}" for p in CODE_PATHS)], cwd=cwd,
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

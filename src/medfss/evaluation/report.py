@@ -109,4 +109,23 @@ def format_report(root: str | Path) -> str:
         lines += ["", "Sources:", ""]
         lines += [f"- {_provenance_line(result, path, root)}" for path, result in entries]
         lines.append("")
+    lines += _benchmark_sections(root)
     return "\n".join(lines)
+
+
+def _benchmark_sections(root: Path) -> list[str]:
+    """The tables of ``medfss benchmark --out root/benchmark/NAME.json``, with their machines."""
+    lines = []
+    for path in sorted((root / "benchmark").glob("*.json")):
+        record = json.loads(path.read_text())
+        prov = record.get("provenance", {})
+        machine = prov.get("machine", {})
+        device = machine.get("gpu") or f"CPU ({machine.get('processor', '?')}, {machine.get('cpu_count', '?')} "\
+            f"cores, {record['rows'][0].get('torch_threads', '?')} torch threads)"
+        lines += [f"## Speed and memory: {path.stem}", "",
+                  f"{device}; {prov.get('date', '?')}, git {prov.get('git_revision', '?')}; "
+                  f"`{prov.get('command', '?')}`. Training: median of timed steps on random episodes "
+                  "of the preset's size; inference: one query volume of 256 x 256 slices "
+                  "through the predictor (resizing included); peak memory of a fresh process "
+                  "(resident set on CPU, allocated on GPU).", "", record["table"], ""]
+    return lines

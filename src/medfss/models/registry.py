@@ -1,0 +1,63 @@
+"""``build_model(name, **options)``: model name and options (a config's ``model`` section) -> model.
+
+An explicit table, no registration by import side effect. Every model takes
+the encoder options ``backbone`` (a preset of :data:`medfss.nn.backbones.BACKBONES`)
+and ``pretrained`` (a local torchvision ResNet or DeepLabv3-ResNet weights
+file, or None), plus the fields of its settings dataclass.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+from typing import Callable
+
+from torch import nn
+
+from medfss.errors import ConfigError
+from medfss.models.alpnet import ALPNet, ALPNetConfig
+from medfss.models.base import FewShotSegmenter
+from medfss.models.panet import PANet, PANetConfig
+from medfss.nn.backbones import build_backbone, load_backbone_weights
+
+# name -> (model class taking (encoder, settings), settings dataclass)
+MODELS: dict[str, tuple[Callable[[nn.Module, object], FewShotSegmenter], type]] = {
+    "alpnet": (ALPNet, ALPNetConfig),
+    "panet": (PANet, PANetConfig),
+}
+ENCODER_OPTIONS = ("backbone", "pretrained")
+
+
+def model_options(name: str) -> list[str]:
+    """The options ``build_model(name, ...)`` accepts."""
+    _, settings = _lookup(name)
+    return [*ENCODER_OPTIONS, *(f.name for f in fields(settings))]
+
+
+def _lookup(name: str):
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def build_model(name: str, *, backbone: str = "resnet101", pretrained: str | os.PathLike | None = None,
+                **options) -> FewShotSegmenter:
+    """The model ``name`` with a ``backbone`` encoder, optionally initialised from ``pretrained``.
+
+    ``options`` are fields of the model's settings (e.g. ``ALPNetConfig``).
+    Raises :class:`ConfigError` for an unknown name, option or value and
+    :class:`~medfss.errors.InputFileError` for unusable pretrained weights.
+    """
+    model_class, settings_class = _lookup(name)
+    unknown = sorted(set(options) - {f.name for f in fields(settings_class)})
+    if unknown:
+        raise ConfigError(f"model {name!r}: unknown option(s) {', '.join(unknown)}; "
+                          f"valid options: {', '.join(model_options(name))}")
+    try:
+        settings = settings_class(**options)
+    except ValueError as exc:
+        raise ConfigError(f"model {name!r}: {exc}") from None
+    encoder = build_backbone(backbone)
+    if pretrained is not None:
+        load_backbone_weights(encoder, pretrained)
+    return model_class(encoder, settings)

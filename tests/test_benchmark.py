@@ -1,0 +1,52 @@
+"""The benchmark command's measurements and the report generator's tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medfss.cli import main
+from medfss.config import config_from_dict
+from medfss.evaluation.benchmark import BenchmarkSettings, benchmark, format_benchmark, random_episode
+
+
+def test_random_episode_has_the_contract_shapes():
+    episode = random_episode(batch=3, shots=2, size=16, device="cpu")
+    assert episode.support_images.shape == (3, 2, 1, 16, 16) and episode.query_masks.shape == (3, 16, 16)
+    assert 0 < episode.support_masks.mean() < 1
+
+
+@pytest.mark.parametrize("model", ["alpnet", "panet"])
+def test_benchmark_measures_a_tiny_preset(model):
+    config = config_from_dict({"model": {"name": model, "options": {"backbone": "resnet18-slim"}},
+                               "data": {"image_size": 32}, "optim": {"batch_size": 2}})
+    row = benchmark(config, BenchmarkSettings(train_steps=1, query_slices=3, native_size=48))
+    assert row["model"] == model and row["parameters"] > 1e6
+    assert row["train_ms_per_episode"] == pytest.approx(row["train_ms_per_step"] / 2)
+    assert row["inference_s_per_volume"] == pytest.approx(3 * row["inference_ms_per_slice"] / 1000)
+    assert row["train_peak_memory_mib"] > 50 and row["inference_peak_memory_mib"] > 50  # torch alone
+    assert f"{model} resnet18-slim" in format_benchmark([row])
+
+
+def test_report_collects_results_and_benchmarks(tmp_path):
+    results = {"model": "m", "label": "my model", "dataset": "CMR", "setting": 1, "shots": 1,
+               "protocol": {"classes": ["LV-BP", "LV-MYO", "RV"], "folds": [0], "support_indices": [0, 1]},
+               "classes": {"LV-BP": {"dice": {"mean": 70.0, "std": 2.0}},
+                           "LV-MYO": {"dice": {"mean": 50.0, "std": 0.0}},
+                           "RV": {"dice": {"mean": None, "std": None}}},
+               "mean": {"dice": {"mean": 60.0, "std": 1.5}}, "wall_time_s": 12.0,
+               "provenance": {"date": "2026-11-22", "git_revision": "abc", "command": "medfss evaluate x",
+                              "machine": {"cpu_count": 2}}}
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "results.json").write_text(json.dumps(results))
+    (tmp_path / "benchmark").mkdir()
+    (tmp_path / "benchmark" / "cpu.json").write_text(json.dumps({
+        "rows": [{"torch_threads": 2}], "table": "| a table |",
+        "provenance": {"machine": {"processor": "x86_64", "cpu_count": 2}}}))
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "README.md")]) == 0
+    text = (tmp_path / "README.md").read_text()
+    assert "| my model | none | 0 | 0,1 | 70.00 ± 2.00 | 50.00 | – | **60.00 ± 1.50** |" in text
+    assert "SSL-ALPNet (*published*, Ouyang et al. 2020 (SSL-ALPNet), Table 3) | paper preset | 5 | – | " \
+           "83.99 | 66.74 | 79.96 | 76.90 |" in text
+    assert "## Speed and memory: cpu" in text and "| a table |" in text
