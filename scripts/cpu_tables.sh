@@ -9,12 +9,15 @@
 # trained without any slice of that group. Runs live in runs/ (not committed) and resume where
 # they stopped; finished runs are reused. The evaluation sweeps every support volume of each fold
 # and writes results/MODEL_cpu/DATASET-settingS/results.json, then results/README.md is regenerated.
+# Experiments: TAG=name with extra --set overrides writes runs/ and results/MODEL_cpu-TAG/ instead, e.g.
+#   TAG=no-align bash scripts/cpu_tables.sh alpnet CHAOST2 1 0 --set model.options.align_weight=0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 dataset=$2 setting=$3 folds=$4
 shift 4
 preset=configs/${model}_cpu.yaml
-runs=runs/${model}_cpu/${dataset}-setting${setting}
+name=${model}_cpu${TAG:+-$TAG}
+runs=runs/$name/${dataset}-setting${setting}
 case $dataset in CHAOST2) supports=0,1,2,3 ;; CMR) supports=0,1,2,3,4,5,6 ;; *) supports=0 ;; esac
 common=(--config "$preset" --set "data.dataset=$dataset" --set "data.cache_dir=runs/superpixels" "$@")
 
@@ -38,5 +41,5 @@ checkpoint="$runs/fold{fold}/model.pt"
 [ "$setting" = 2 ] && checkpoint="$runs/{group}-fold{fold}/model.pt"
 .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
   --setting "$setting" --folds "$folds" --support-index "$supports" --quiet \
-  --label "$model (CPU preset, self-supervised)" --out "results/${model}_cpu/${dataset}-setting${setting}"
+  --label "$model (CPU preset, self-supervised${TAG:+, $TAG: $*})" --out "results/$name/${dataset}-setting${setting}"
 .venv/bin/medfss report results --out results/README.md
