@@ -12,6 +12,7 @@ import gzip
 import os
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,36 +66,34 @@ def read_nifti(path: str | os.PathLike, *, dtype=np.float32, ndim: int | None = 
                       header=img.header.copy(), path=path)
 
 
-def write_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
-                       header: nib.Nifti1Header | None = None) -> Path:
-    """Write ``array`` to ``path`` via a temporary file in the same folder and a rename."""
+def write_atomic(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    Readers never see a half-written file, and a failed write leaves no file behind.
+    ``suffix`` keeps the file type for writers that infer it from the name.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    out_header = header.copy() if header is not None else None
-    img = nib.Nifti1Image(array, affine, header=out_header)
-    img.set_data_dtype(array.dtype)
-    suffix = "".join(path.suffixes) or ".nii.gz"
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        nib.save(img, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
+                       header: nib.Nifti1Header | None = None) -> Path:
+    """Write ``array`` to ``path`` via a temporary file in the same folder and a rename."""
+    out_header = header.copy() if header is not None else None
+    img = nib.Nifti1Image(array, affine, header=out_header)
+    img.set_data_dtype(array.dtype)
+    return write_atomic(path, lambda tmp: nib.save(img, tmp), suffix="".join(Path(path).suffixes) or ".nii.gz")
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     """Write a text file via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from packaging.version import InvalidVersion, Version
 
 from medfss import __version__
 from medfss.config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
+from medfss.data.io import write_atomic
 from medfss.errors import ConfigError, InputFileError
 from medfss.models.base import FewShotSegmenter
 from medfss.training.factory import build_model_from_config
@@ -98,17 +98,7 @@ def model_state_dict(data: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through a temporary file and a rename: never a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomic(path, lambda tmp: torch.save(obj, tmp), suffix=Path(path).suffix)
 
 
 def export_model(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
