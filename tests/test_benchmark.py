@@ -50,3 +50,19 @@ def test_report_collects_results_and_benchmarks(tmp_path):
     assert "SSL-ALPNet (*published*, Ouyang et al. 2020 (SSL-ALPNet), Table 3) | paper preset | 5 | – | " \
            "83.99 | 66.74 | 79.96 | 76.90 |" in text
     assert "## Speed and memory: cpu" in text and "| a table |" in text
+
+
+def test_report_restricts_wider_results_to_the_folds_of_narrower_ones(tmp_path):
+    def result(folds, runs):
+        return {"model": "m", "dataset": "CMR", "setting": 1, "shots": 1,
+                "protocol": {"classes": ["RV"], "folds": folds, "support_indices": [0]},
+                "classes": {"RV": {"dice": {"mean": 0.0, "std": 0.0},
+                                   "runs": [{"fold": f, "support_index": 0, "dice": d} for f, d in runs]}},
+                "mean": {"dice": {"mean": 0.0, "std": 0.0}}, "wall_time_s": 1.0}
+    for name, data in {"wide": result([0, 1], [(0, 40.0), (1, 80.0)]), "narrow": result([0], [(0, 50.0)])}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({**data, "label": name}))
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "README.md")]) == 0
+    text = (tmp_path / "README.md").read_text()
+    assert "| wide (only folds 0) | none | 0 | 0 | 40.00 | **40.00** |" in text
+    assert "narrow (only folds" not in text

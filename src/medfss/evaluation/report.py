@@ -11,6 +11,7 @@ such; nothing else in a table is typed by hand.
 from __future__ import annotations
 
 import json
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,24 @@ def _cell(summary: dict | None) -> str:
     return f"{summary['mean']:.2f} ± {std:.2f}" if std else f"{summary['mean']:.2f}"
 
 
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)} if values else {"mean": None}
+
+
+def _restricted(result: dict, classes: list[str], folds: tuple[int, ...]) -> tuple[list[str], str]:
+    """Dice cells of ``result`` recomputed from its runs on ``folds`` only (same aggregation as evaluate)."""
+    per_run: dict[tuple[int, int], list[float]] = defaultdict(list)
+    cells = []
+    for name in classes:
+        runs = [r for r in result["classes"].get(name, {}).get("runs", []) if r["fold"] in folds]
+        dice = [r["dice"] for r in runs if r.get("dice") is not None]
+        cells.append(_cell(_mean_std(dice)))
+        for r in runs:
+            if r.get("dice") is not None:
+                per_run[r["fold"], r["support_index"]].append(r["dice"])
+    return cells, _cell(_mean_std([statistics.fmean(v) for v in per_run.values()]))
+
+
 def _provenance_line(result: dict, path: Path, root: Path) -> str:
     prov = result.get("provenance") or {}
     machine = prov.get("machine") or {}
@@ -92,14 +111,21 @@ def format_report(root: str | Path) -> str:
         lines += [f"## {dataset}, setting {setting}, {shots}-shot", "",
                   "| method | training | folds | supports | " + " | ".join(classes) + " | mean |",
                   "|---|---|---|---|" + "---|" * (len(classes) + 1)]
+        fold_sets = {tuple(r["protocol"]["folds"]) for _, r in entries}
         for path, result in entries:
             protocol = result["protocol"]
             cells = [_cell(result["classes"].get(c, {}).get("dice")) for c in classes]
             training = result.get("training", {}).get("summary", "none")
-            lines.append(f"| {result.get('label') or result['model']} | {training} | "
-                         f"{','.join(map(str, protocol['folds']))} | "
-                         f"{','.join(map(str, protocol['support_indices']))} | "
+            name = result.get("label") or result["model"]
+            supports = ",".join(map(str, protocol["support_indices"]))
+            lines.append(f"| {name} | {training} | {','.join(map(str, protocol['folds']))} | {supports} | "
                          + " | ".join(cells) + f" | **{_cell(result['mean']['dice'])}** |")
+            # the same result on the folds of a row that covers fewer: compare like with like
+            for folds in sorted(f for f in fold_sets if set(f) < set(protocol["folds"])):
+                class_cells, mean_cell = _restricted(result, classes, folds)
+                lines.append(f"| {name} (only folds {','.join(map(str, folds))}) | {training} | "
+                             f"{','.join(map(str, folds))} | {supports} | " + " | ".join(class_cells)
+                             + f" | **{mean_cell}** |")
         if shots == 1:
             for row in PUBLISHED:
                 if row.dataset == dataset and row.setting == setting:
