@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from medfss import __version__
-from medfss.errors import MedfssError
+from medfss.errors import ConfigError, MedfssError
 
 
 def _int_list(text: str) -> list[int]:
@@ -78,6 +78,7 @@ def cmd_evaluate(args) -> int:
         chunks=args.chunks,
         setting=args.setting,
         seed=args.seed,
+        extent=args.extent,
     )
     predictor_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device)
     result = evaluate(dataset, predictor_for, config, model_name=args.model,
@@ -144,6 +145,36 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _slice_range(text: str) -> tuple[int | None, int | None]:
+    """``a:b`` (either side may be empty) -> (a, b), half-open as in Python."""
+    start, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return (int(start) if start.strip() else None), (int(stop) if stop.strip() else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a slice range start:stop, e.g. 10:40, got {text!r}") from None
+
+
+def cmd_segment(args) -> int:
+    from medfss.scan_segmentation import segment
+
+    if len(args.support_image) != len(args.support_mask):
+        raise ConfigError(f"give one --support-mask per --support-image, got {len(args.support_image)} "
+                          f"images and {len(args.support_mask)} masks")
+    result = segment(args.query, list(zip(args.support_image, args.support_mask)), args.label,
+                     checkpoint=args.checkpoint, axis=args.axis, query_range=args.query_range,
+                     modality=args.modality, largest_component=args.largest_component,
+                     threshold=args.threshold, device=args.device, batch_size=args.batch_size,
+                     out=args.out, probabilities=args.probabilities, overlay=args.overlay,
+                     summary=args.summary, progress=not args.quiet)
+    for r in result.per_label:
+        print(f"label {r.label}: {r.voxels} voxels, {r.millilitres:.1f} mL "
+              f"(slices {r.extent[0]}:{r.extent[1]} along axis {result.summary['settings']['axis']})")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medfss", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"medfss {__version__}")
@@ -171,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--classes", default=None, help="comma-separated subset of the evaluated classes")
     ev.add_argument("--chunks", type=int, default=3)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--extent", choices=("gt", "estimated"), default="gt",
+                    help="query slices predicted: the class extent of the query's ground truth (gt, the "
+                         "literature's protocol) or estimated from the support's relative extent, as "
+                         "'medfss segment' does (estimated); the whole volume is scored either way")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", required=True, type=Path, help="folder for results.json")
     ev.add_argument("--label", default=None, help="row name in reports (default: the model name)")
@@ -200,6 +235,44 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
     bench.add_argument("--out", type=Path, default=None, help="write the rows and the machine as JSON")
     bench.set_defaults(func=cmd_benchmark)
+
+    seg = sub.add_parser(
+        "segment", help="segment a scan from one or more labelled scans (no query label needed)",
+        description="Segment the labels of the support masks in the query scan. Several --label values "
+                    "give one multi-label output holding those values (0 = background; where labels "
+                    "compete, the most probable wins). The output has the query's shape, affine and header "
+                    "(uint8). Slices are cut along --axis (default: the largest spacing); the organ's "
+                    "slices are estimated from its relative position in the support scans, and only its "
+                    "largest 3D connected component is kept unless --no-largest-component.")
+    seg.add_argument("--query", required=True, type=Path, help="the scan to segment (3D NIfTI)")
+    seg.add_argument("--support-image", required=True, action="append", type=Path,
+                     help="a labelled scan; repeat for several supports (k-shot)")
+    seg.add_argument("--support-mask", required=True, action="append", type=Path,
+                     help="the label map of the preceding --support-image (some slices may be unlabelled)")
+    seg.add_argument("--label", required=True, type=_int_list,
+                     help="label value(s) of the support masks to segment, comma-separated, e.g. 1,2")
+    seg.add_argument("--out", required=True, type=Path, help="the label NIfTI to write (.nii.gz)")
+    seg.add_argument("--checkpoint", type=Path, default=None, help="a trained model (model.pt); required for now")
+    seg.add_argument("--probabilities", type=Path, default=None,
+                     help="also write the float32 foreground probabilities (one volume per label: 4D if several)")
+    seg.add_argument("--overlay", type=Path, default=None, help="also write a PNG montage with contours")
+    seg.add_argument("--summary", type=Path, default=None,
+                     help="also write a JSON summary: voxels and mL per label, slices used, runtime, inputs")
+    seg.add_argument("--axis", type=int, choices=(0, 1, 2), default=None,
+                     help="voxel axis of the query to slice along (default: the one with the largest spacing)")
+    seg.add_argument("--query-range", type=_slice_range, default=None, metavar="START:STOP",
+                     help="query slices (half-open, along the slicing axis) covering what the support scans "
+                          "cover (default: all)")
+    seg.add_argument("--modality", choices=("auto", "MR", "CT"), default="auto",
+                     help="intensity normalisation: MR z-score, CT window [-125, 275] HU then z-score; auto: "
+                          "CT when the minimum is below -500")
+    seg.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=True,
+                     help="keep only the largest 3D connected component of each label (default: on)")
+    seg.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold")
+    seg.add_argument("--device", default="cpu", help="cpu or cuda")
+    seg.add_argument("--batch-size", type=int, default=8, help="query slices per model call")
+    seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    seg.set_defaults(func=cmd_segment)
 
     report = sub.add_parser("report", help="markdown tables of every results.json under a folder")
     report.add_argument("root", type=Path, help="folder searched for results.json files (e.g. results)")

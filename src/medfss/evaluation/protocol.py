@@ -14,6 +14,11 @@ test volumes from there, wrapping) and the queries are the other test
 volumes. The class extent comes from the ground truth (``extent="gt"``), as
 in the literature: this tells the model *which* slices hold the organ, which
 is why these scores are higher than those of a fully automatic method.
+``extent="estimated"`` uses no query label: the support organ's relative
+position in its scan is mapped onto the query scan
+(:func:`estimate_query_extent`, the same estimate ``medfss segment`` uses),
+and slices outside it are background; either way the whole query volume is
+scored.
 
 Aggregation: each (fold, support) run averages its query volumes; the tables
 report the mean and standard deviation over runs (folds x support choices).
@@ -36,6 +41,9 @@ from medfss.evaluation.metrics import METRIC_NAMES, SegmentationScores, segmenta
 from medfss.evaluation.predictor import Predictor, resize_slices
 
 
+EXTENTS = ("gt", "estimated")
+
+
 @dataclass(frozen=True)
 class ProtocolConfig:
     """Every choice of one evaluation, saved beside its results.
@@ -45,7 +53,9 @@ class ProtocolConfig:
     ``seed`` only matter for how the evaluated model was trained: the
     protocol records them so a result names the model run it belongs to, and
     is itself deterministic. ``threshold`` turns the foreground probability
-    into a mask (0.5 equals the argmax of a two-class softmax).
+    into a mask (0.5 equals the argmax of a two-class softmax). ``extent``
+    says which query slices are predicted: ``"gt"`` those of the class in the
+    query's ground truth, ``"estimated"`` those of :func:`estimate_query_extent`.
     """
 
     dataset: str
@@ -76,9 +86,10 @@ class ProtocolConfig:
             raise ValueError(f"chunks must be at least 1 (3 is the standard), got {self.chunks}")
         if self.setting not in (1, 2):
             raise ValueError(f"setting must be 1 or 2 (SSL-ALPNet sec. 4), got {self.setting}")
-        if self.extent != "gt":
-            raise ValueError(f"extent must be 'gt' (class extent from the ground truth, the only "
-                             f"protocol in the literature), got {self.extent!r}")
+        if self.extent not in EXTENTS:
+            raise ValueError(f"extent must be 'gt' (class extent from the query's ground truth, the "
+                             f"protocol of the literature) or 'estimated' (from the support's relative "
+                             f"extent, no query label), got {self.extent!r}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold is a probability in (0, 1) (0.5 is the argmax), got {self.threshold}")
 
@@ -138,6 +149,35 @@ def assign_query_chunks(query_extent: tuple[int, int], n_chunks: int) -> list[in
         raise ValueError(f"query_extent must be (top, bottom) with 0 <= top <= bottom, got {query_extent}")
     n = bottom - top + 1
     return [j * n_chunks // n for j in range(n)]
+
+
+def estimate_query_extent(support_extents: Sequence[tuple[int, int]], support_depths: Sequence[int],
+                          query_range: tuple[int, int]) -> tuple[int, int]:
+    """The query slices that should hold the class, from where it lies in the support scans.
+
+    Slice z of an n-slice scan covers the relative interval [z/n, (z+1)/n).
+    A support class on slices top..bottom (inclusive) of n slices covers
+    [top/n, (bottom+1)/n); on the m = stop - start query slices of
+    ``query_range`` (half-open) that interval is slices
+    start + floor(top m / n) .. start + ceil((bottom + 1) m / n) - 1,
+    computed in exact integer arithmetic. With several supports (k-shot) the
+    union of their intervals is returned, so no shot's extent is cut.
+    Returns (top, bottom), inclusive, within ``query_range``.
+    """
+    start, stop = (int(v) for v in query_range)
+    if not 0 <= start < stop:
+        raise ValueError(f"query_range must be (start, stop) with 0 <= start < stop, got {query_range}")
+    if not support_extents or len(support_extents) != len(support_depths):
+        raise ValueError(f"give one (top, bottom) extent per support depth, got {len(support_extents)} "
+                         f"extents and {len(support_depths)} depths")
+    m = stop - start
+    tops, bottoms = [], []
+    for (top, bottom), n in zip(support_extents, support_depths):
+        if not 0 <= top <= bottom < n:
+            raise ValueError(f"support extent ({top}, {bottom}) must satisfy 0 <= top <= bottom < {n}")
+        tops.append(start + top * m // n)
+        bottoms.append(start - (-(bottom + 1) * m // n) - 1)  # ceil((bottom + 1) m / n) - 1
+    return min(tops), max(bottoms)
 
 
 def support_case_ids(fold_cases: Sequence[str], support_index: int, shots: int) -> tuple[str, ...]:
@@ -333,16 +373,21 @@ def score_queries(predictor: Predictor, supports: Sequence[Volume], queries: Seq
                   class_index: int, config: ProtocolConfig) -> Iterator[QueryResult]:
     """Predict and score ``class_index`` on each query volume that contains it.
 
-    A query volume without the class has no extent to chunk and is skipped
-    (its absence shows in the run's query list).
+    A query volume without the class is skipped under either ``extent``
+    (it has no Dice; its absence shows in the run's query list).
     """
     sup_img, sup_msk = support_chunks(supports, class_index, config.chunks)  # [C, S, H, W]
+    support_extents = [s.class_extent(class_index) for s in supports]
     for query in queries:
         truth = query.label == class_index  # [H, W, D]
         if not truth.any():
             continue
-        prediction = predict_query_volume(predictor, sup_img, sup_msk, query.image,
-                                          query.class_extent(class_index), config.threshold)
+        if config.extent == "estimated":
+            extent = estimate_query_extent(support_extents, [s.num_slices for s in supports],
+                                           (0, query.num_slices))
+        else:
+            extent = query.class_extent(class_index)
+        prediction = predict_query_volume(predictor, sup_img, sup_msk, query.image, extent, config.threshold)
         yield QueryResult(query.case_id, segmentation_scores(prediction, truth, query.spacing))
 
 
