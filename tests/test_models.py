@@ -198,7 +198,7 @@ def test_alignment_loss_segments_the_support_with_the_query_prediction():
 
 
 def test_registry_builds_each_model_with_its_settings():
-    assert set(MODELS) == {"alpnet", "panet"}
+    assert set(MODELS) == {"alpnet", "panet", "lmsnet", "flmsnet"}
     alpnet = build_model("alpnet", **SLIM, pool_window_eval=1, threshold=0.9, alpha=10.0, align_weight=0.0,
                          bg_weight=0.1, fg_weight=2.0)
     assert isinstance(alpnet, ALPNet) and alpnet.config == ALPNetConfig(4, 1, 0.9, 10.0, 0.0, 0.1, 2.0)
@@ -208,7 +208,7 @@ def test_registry_builds_each_model_with_its_settings():
 
 
 @pytest.mark.parametrize("name, options, message", [
-    ("unet", {}, r"^unknown model 'unet'; valid models: alpnet, panet$"),
+    ("unet", {}, r"^unknown model 'unet'; valid models: alpnet, panet, lmsnet, flmsnet$"),
     ("alpnet", {"window": 4}, r"^model 'alpnet': unknown option\(s\) window; valid options: backbone, pretrained, "
                               r"pool_window_train, "),
     ("panet", {"pool_window_train": 4}, r"unknown option\(s\) pool_window_train; valid options: backbone, "),

@@ -17,6 +17,7 @@ from torch import nn
 from medfss.errors import ConfigError
 from medfss.models.alpnet import ALPNet, ALPNetConfig
 from medfss.models.base import FewShotSegmenter
+from medfss.models.lmsnet import FLMSNet, FLMSNetConfig, LMSNetConfig, build_lmsnet
 from medfss.models.panet import PANet, PANetConfig
 from medfss.nn.backbones import build_backbone, load_backbone_weights
 
@@ -24,6 +25,8 @@ from medfss.nn.backbones import build_backbone, load_backbone_weights
 MODELS: dict[str, tuple[Callable[[nn.Module, object], FewShotSegmenter], type]] = {
     "alpnet": (ALPNet, ALPNetConfig),
     "panet": (PANet, PANetConfig),
+    "lmsnet": (build_lmsnet, LMSNetConfig),
+    "flmsnet": (FLMSNet, FLMSNetConfig),
 }
 ENCODER_OPTIONS = ("backbone", "pretrained")
 
