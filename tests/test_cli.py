@@ -51,3 +51,26 @@ def test_evaluate_rejects_a_bad_class(data_root, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown class 'heart'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.realdata
+def test_explain_draws_every_stage_of_an_lmsnet(data_root, tmp_path, capsys):
+    import torch
+
+    from medfss.config import DataConfig, ModelConfig, TrainConfig
+    from medfss.models.registry import build_model
+    from medfss.training.checkpoints import checkpoint_metadata, save_atomic
+
+    torch.manual_seed(0)
+    options = {"backbone": "resnet18-slim", "num_blocks": 2}
+    model = build_model("lmsnet", **options)
+    config = TrainConfig(model=ModelConfig("lmsnet", options), data=DataConfig(image_size=64))
+    checkpoint = tmp_path / "model.pt"
+    save_atomic({"state_dict": model.state_dict(), **checkpoint_metadata(config)}, checkpoint)
+    out = tmp_path / "fig7.png"
+    argv = ["explain", "--checkpoint", str(checkpoint), "--dataset", "CHAOST2", "--data-root", str(data_root),
+            "--class", "liver", "--support-case", "1", "--query-case", "2", "--out", str(out)]
+    assert main(argv) == 0
+    assert "3 stages of lmsnet" in capsys.readouterr().out and out.stat().st_size > 1000
+    assert main([*argv[:-1], str(tmp_path / "x.png"), "--query-slice", "999"]) == 2
+    assert "outside case 2" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

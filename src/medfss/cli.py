@@ -132,6 +132,41 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    import numpy as np
+    import torch
+
+    from medfss.data.datasets import Dataset
+    from medfss.data.episodes import Episode
+    from medfss.evaluation.explain import explain_figure
+    from medfss.evaluation.predictor import resize_slices
+    from medfss.training.checkpoints import load_model
+
+    dataset = Dataset.from_name(args.dataset, args.data_root)
+    class_index = dataset.spec.class_index(args.class_name)
+    support, query = dataset.load(args.support_case), dataset.load(args.query_case)
+    support_z = int(np.median(support.class_slices(class_index)))  # raises if the class is absent
+    top, bottom = query.class_extent(class_index)
+    query_z = (top + bottom) // 2 if args.query_slice is None else args.query_slice
+    if not 0 <= query_z < query.num_slices:
+        raise ConfigError(f"--query-slice {query_z} is outside case {args.query_case}'s 0..{query.num_slices - 1}")
+    model, config = load_model(args.checkpoint)
+    size = (config.data.image_size,) * 2
+
+    def slice_of(array, z, mode):  # [H, W, D] -> [1, h, w] at the model's size
+        return resize_slices(torch.from_numpy(np.ascontiguousarray(array[..., z], dtype=np.float32))[None],
+                             size, mode)
+
+    episode = Episode(support_images=slice_of(support.image, support_z, "bilinear")[None, None],
+                      support_masks=(slice_of(support.label == class_index, support_z, "bilinear") > 0.5
+                                     ).float()[None],
+                      query_images=slice_of(query.image, query_z, "bilinear")[None])
+    info = explain_figure(model, episode, args.out)
+    print(f"wrote {info['path']}: {info['stages']} stages of {config.model.name} on case {args.query_case} "
+          f"slice {query_z} ({args.class_name}, support case {args.support_case} slice {support_z})")
+    return 0
+
+
 def cmd_report(args) -> int:
     from medfss.data.io import write_text_atomic
     from medfss.evaluation.report import format_report
@@ -273,6 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--batch-size", type=int, default=8, help="query slices per model call")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=cmd_segment)
+
+    ex = sub.add_parser("explain", help="draw an unfolded model's per-stage masks, duals and entropies "
+                                       "(LMS-Net Fig. 7) for one query slice")
+    ex.add_argument("--checkpoint", required=True, type=Path, help="a trained lmsnet or flmsnet model file")
+    ex.add_argument("--dataset", required=True)
+    _add_data_args(ex)
+    ex.add_argument("--class", dest="class_name", required=True, help="e.g. liver")
+    ex.add_argument("--support-case", required=True, help="case id of the labelled support volume")
+    ex.add_argument("--query-case", required=True, help="case id of the query volume")
+    ex.add_argument("--query-slice", type=int, default=None,
+                    help="slice index in the query (default: the middle of the class extent)")
+    ex.add_argument("--out", required=True, type=Path, help="PNG file")
+    ex.set_defaults(func=cmd_explain)
 
     report = sub.add_parser("report", help="markdown tables of every results.json under a folder")
     report.add_argument("root", type=Path, help="folder searched for results.json files (e.g. results)")
