@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Reproduce results/benchmark/cpu.json: speed and peak memory of the CPU presets and the paper
-# preset on this machine (run it on an otherwise idle machine), then regenerate results/README.md.
+# Reproduce results/benchmark/*.json on this machine (run it on an otherwise idle machine):
+#   cpu.json           speed and peak memory of every CPU preset and the paper presets;
+#   lmsnet-K.json      LMS-Net and fLMS-Net (CPU preset) as the number of LMS blocks K grows;
+#   lmsnet-Np.json     LMS-Net (CPU preset) as the number of representative prototypes N_p grows;
+# then regenerate results/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/medfss benchmark --config configs/alpnet_cpu.yaml --config configs/panet_cpu.yaml \
-  --config configs/alpnet_paper.yaml --config configs/panet_paper.yaml --out results/benchmark/cpu.json "$@"
+bench=(.venv/bin/medfss benchmark)
+"${bench[@]}" --config configs/alpnet_cpu.yaml --config configs/panet_cpu.yaml --config configs/lmsnet_cpu.yaml \
+  --config configs/flmsnet_cpu.yaml --config configs/alpnet_paper.yaml --config configs/panet_paper.yaml \
+  --config configs/lmsnet_paper.yaml --out results/benchmark/cpu.json "$@"
+"${bench[@]}" --config configs/lmsnet_cpu.yaml --config configs/flmsnet_cpu.yaml \
+  --sweep model.options.num_blocks=1,2,3,5 --out results/benchmark/lmsnet-K.json "$@"
+"${bench[@]}" --config configs/lmsnet_cpu.yaml --sweep model.options.num_prototypes=1,5,10,20,40 \
+  --out results/benchmark/lmsnet-Np.json "$@"
 .venv/bin/medfss report results --out results/README.md

@@ -66,3 +66,20 @@ def test_report_restricts_wider_results_to_the_folds_of_narrower_ones(tmp_path):
     text = (tmp_path / "README.md").read_text()
     assert "| wide (only folds 0) | none | 0 | 0 | 40.00 | **40.00** |" in text
     assert "narrow (only folds" not in text
+
+
+def test_benchmark_sweep_gives_one_row_per_value(tmp_path, capsys):
+    import yaml
+
+    config = tmp_path / "tiny_lms.yaml"
+    config.write_text(yaml.safe_dump({"model": {"name": "lmsnet", "options": {"backbone": "resnet18-slim"}},
+                                      "data": {"image_size": 32}, "optim": {"batch_size": 1}}))
+    out = tmp_path / "sweep.json"
+    assert main(["benchmark", "--config", str(config), "--sweep", "model.options.num_blocks=1,3", "--steps", "1",
+                 "--query-slices", "2", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["preset"] for r in rows] == ["tiny_lms num_blocks=1", "tiny_lms num_blocks=3"]
+    assert [r["model_options"]["num_blocks"] for r in rows] == [1, 3]
+    assert rows[1]["parameters"] > rows[0]["parameters"]  # two more blocks: MUT and Mask Denoiser weights
+    assert main(["benchmark", "--config", str(config), "--sweep", "num_blocks"]) == 2
+    assert "--sweep takes KEY=V1,V2" in capsys.readouterr().err

@@ -270,7 +270,8 @@ def test_logits_are_those_of_the_final_mask():
 ABLATIONS = [  # (model, settings)
     (LMSNet, {}), (LMSNet, {"num_blocks": 1}), (LMSNet, {"num_blocks": 3}), (LMSNet, {"pdnet": False}),
     (LMSNet, {"denoiser": "a"}), (LMSNet, {"denoiser": "b"}), (LMSNet, {"carry_dual": True}),
-    (LMSNet, {"num_prototypes": 1}), (FLMSNet, {}), (FLMSNet, {"num_blocks": 3}), (FLMSNet, {"pdnet": False}),
+    (LMSNet, {"num_prototypes": 1}), (LMSNet, {"support_residual": False}), (FLMSNet, {}),
+    (FLMSNet, {"num_blocks": 3}), (FLMSNet, {"pdnet": False}),
     (FLMSNet, {"denoiser": "a"}),
 ]
 
@@ -318,6 +319,52 @@ def test_lmsnet_updates_the_prototypes_with_mut():
     assert not torch.allclose(stages[1]["prototypes"], stages[0]["prototypes"])
     assert stages[1]["kept"].shape == (2, 10) and stages[1]["kept"].any(dim=1).all()
     torch.testing.assert_close(stages[2]["prototypes"][:, 0], -stages[2]["prototypes"][:, 1])
+
+
+def _gap(stage):  # GAP over the valid representatives of a stage: [B, C]
+    weights = stage["valid"].to(stage["representatives"].dtype).unsqueeze(2)  # [B, K, 1]
+    return (stage["representatives"] * weights).sum(dim=1) / weights.sum(dim=1)
+
+
+@pytest.mark.parametrize("shots", [1, 2])
+def test_lms_block_prototype_is_the_support_prototype_plus_gap_of_mut(shots):
+    model = tiny(num_blocks=3)
+    stages = model.stages(square_episode(shots=shots, size=32))
+    support = stages[0]["prototypes"][:, 1]  # l_1^s [B, C]
+    for stage in stages[1:]:  # l^k = [-(l_1^s + GAP(p^k)), l_1^s + GAP(p^k)]
+        torch.testing.assert_close(stage["prototypes"][:, 1], support + _gap(stage))
+        torch.testing.assert_close(stage["prototypes"][:, 0], -stage["prototypes"][:, 1])
+    literal = tiny(num_blocks=2, support_residual=False)  # eq. 18 as printed: l^k = GAP(p^k)
+    for stage in literal.stages(square_episode(shots=shots, size=32))[1:]:
+        torch.testing.assert_close(stage["prototypes"][:, 1], _gap(stage))
+
+
+def _collapse(model, value: float = 0.5):
+    """Make every MUT emit one fixed vector: the last LayerNorm's gain 0, its bias constant."""
+    with torch.no_grad():
+        for block in model.blocks:
+            norm = block.prototype_step.transformer.norm_mlp
+            norm.weight.zero_()
+            norm.bias.fill_(value)
+    return model.eval()
+
+
+def test_a_collapsed_mut_cannot_make_the_prediction_ignore_the_support():
+    # the failure of eq. 18 read literally: a MUT that outputs a constant makes l^K, and so the
+    # segmentation, the same whatever the support; the anchor l_1^s keeps both tied to the support
+    episode = square_episode(batch=2, size=32, seed=1)
+    other = dataclasses.replace(episode, support_images=episode.support_images.flip(0),
+                                support_masks=episode.support_masks.flip(0))  # the other episode's support
+    with torch.no_grad():
+        literal = _collapse(tiny(num_blocks=2, support_residual=False))
+        torch.testing.assert_close(literal(episode), literal(other))
+        final = literal.stages(episode)[-1]["prototypes"]  # [B, 2, C]
+        torch.testing.assert_close(final[0], final[1])  # both episodes get the same prototype
+        model = _collapse(tiny(num_blocks=2))
+        stages = model.stages(episode)
+        support = stages[0]["prototypes"][:, 1]
+        torch.testing.assert_close(stages[-1]["prototypes"][:, 1], support + 0.5)
+        assert not torch.allclose(model(episode), model(other), atol=1e-3)
 
 
 @pytest.mark.parametrize("kind", ["empty_support", "empty_query"])
@@ -375,6 +422,7 @@ def test_registry_builds_both_models_with_their_settings():
     ("lmsnet", {"heads": 3}, r"^model 'lmsnet': heads \(3\) must divide the 128 feature channels"),
     ("lmsnet", {"num_blocks": 0}, "num_blocks must be a positive integer"),
     ("flmsnet", {"pdnet": "yes"}, "pdnet must be true or false"),
+    ("lmsnet", {"support_residual": 1}, "support_residual must be true or false"),
     ("lmsnet", {"alpha": 0}, "alpha must be a positive number"),
     ("flmsnet", {"delta": -1.0}, "delta must be a positive number"),
     ("lmsnet", {"align_weight": -1}, "align_weight must be >= 0"),

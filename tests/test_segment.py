@@ -20,7 +20,8 @@ import medfss
 from medfss.cli import build_parser, main
 from medfss.data.datasets import DatasetSpec, Volume
 from medfss.data.io import write_nifti_atomic
-from medfss.data.preprocess import Reorientation, normalize_intensity, through_plane_axis
+from medfss.data.preprocess import (Reorientation, check_axcodes, normalize_intensity, through_plane_axis,
+                                    volumes_orientation)
 from medfss.errors import ConfigError, LabelMapError
 from medfss.evaluation.protocol import ProtocolConfig, estimate_query_extent, evaluate
 
@@ -264,7 +265,7 @@ BAD_INPUTS = {
     "corrupt checkpoint": (lambda s, t: {"checkpoint": t / "junk.pt"}, [], "junk.pt: not a readable checkpoint"),
     "incompatible checkpoint": (lambda s, t: {"checkpoint": foreign_checkpoint(t)}, [],
                                 "weights do not fit the 'alpnet' model"),
-    "no checkpoint": (lambda s, t: {"checkpoint": None}, [], "no bundled model yet; pass --checkpoint"),
+    "bad orientation": (lambda s, t: None, ["--orientation", "XYZ"], "must be three axis codes"),
     "bad range": (lambda s, t: None, ["--query-range", "10:99"], "query range 10:99 must satisfy"),
 }
 if not torch.cuda.is_available():
@@ -278,6 +279,18 @@ def foreign_checkpoint(tmp_path: Path) -> Path:
     config = TrainConfig(model=ModelConfig("alpnet", {"backbone": "resnet18-slim"}))
     return save_atomic({"state_dict": {"head.weight": torch.zeros(2, 3)}, **checkpoint_metadata(config)},
                        tmp_path / "foreign.pt")
+
+
+def test_missing_bundled_model_is_a_clear_error(scans, tmp_path, monkeypatch, capsys):
+    import medfss.weights
+
+    monkeypatch.setattr(medfss.weights, "DEFAULT_MODEL", tmp_path / "gone.pt")
+    argv = segment_argv(scans, None, tmp_path / "out")
+    i = argv.index("--checkpoint")
+    del argv[i:i + 2]
+    assert main(argv) == 2
+    assert "gone.pt is missing from this installation; pass --checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
@@ -323,6 +336,49 @@ def test_reorientation_round_trip_matches_nibabel_canonical():
             nib.Nifti1Image(stored, affine)).dataobj))
         np.testing.assert_array_equal(canonical, array)
         np.testing.assert_array_equal(r.to_scan(canonical), stored)
+
+
+def test_reorientation_to_a_working_order_other_than_ras():
+    rng = np.random.default_rng(0)
+    array = rng.random((3, 4, 5))  # RAS
+    las = Reorientation.of(np.diag([1.0, 1.0, 1.0, 1.0]), array.shape, "LAS")
+    np.testing.assert_array_equal(las.to_canonical(array), array[::-1])  # only the first axis turns
+    stored, affine = reorient(array, PERMUTED)
+    r = Reorientation.of(affine, stored.shape, "PSR")
+    np.testing.assert_array_equal(r.to_canonical(stored), array[:, ::-1].transpose(1, 2, 0))
+    np.testing.assert_array_equal(r.to_scan(r.to_canonical(stored)), stored)
+    assert r.direction(2) == "left-right (sagittal slices)" and r.direction(1).startswith("inferior")
+    assert check_axcodes("LPI") == "LPI"
+    for bad in ("RAR", "RA", "XYZ", "RASS"):
+        with pytest.raises(ValueError, match="three axis codes"):
+            check_axcodes(bad)
+
+
+def test_volumes_orientation_is_shared_order_or_none():
+    las = np.diag([-1.0, 1.0, 1.0, 1.0])
+    assert volumes_orientation([las, las]) == "LAS"
+    assert volumes_orientation([las, np.eye(4)]) is None
+
+
+def test_segment_shows_the_model_slices_in_its_working_order(tmp_path):
+    """A model trained on LAS volumes must get, from an RAS query, the LAS slices (x mirrored)."""
+    paths, truth, _ = known_answer_case(tmp_path, IDENTITY, IDENTITY)
+
+    class Recorder(Threshold):
+        def predict(self, support_images, support_masks, query_images):
+            self.seen = query_images.clone()
+            return super().predict(support_images, support_masks, query_images)
+
+    ras, las = Recorder(), Recorder()
+    a = medfss.segment(paths["query"], [(paths["image"], paths["mask"])], [1], predictor=ras, progress=False)
+    b = medfss.segment(paths["query"], [(paths["image"], paths["mask"])], [1], predictor=las,
+                       orientation="LAS", progress=False)
+    torch.testing.assert_close(las.seen, ras.seen.flip(1))  # [Q, X, Y]: x runs right-to-left
+    np.testing.assert_array_equal(a.labels, b.labels)  # mapped back onto the same grid
+    assert b.summary["settings"]["orientation"] == "LAS"
+    with pytest.raises(ConfigError, match="three axis codes"):
+        medfss.segment(paths["query"], [(paths["image"], paths["mask"])], [1], predictor=las,
+                       orientation="up", progress=False)
 
 
 def test_through_plane_axis_and_intensity_normalisation():

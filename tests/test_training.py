@@ -75,6 +75,8 @@ def build_tiny(model: ModelConfig) -> TinySegmenter:
 class SquareSampler:
     """Episodes whose foreground is a bright square at a random place and size."""
 
+    slice_orientation = "LAS"  # as if cut from LAS volumes: checkpoints must carry it
+
     def _view(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         side = int(rng.integers(4, 8))
         y, x = rng.integers(0, SIZE - side, 2)
@@ -209,13 +211,15 @@ def test_checkpoint_loads_weights_only_with_config_and_version(trained):
     assert checkpoint["config"] == config_to_dict(config)
     assert checkpoint["medfss_version"] == medfss.__version__
     assert checkpoint["model_name"] == "tiny"
+    assert checkpoint["slice_orientation"] == "LAS"
     assert checkpoint["optimizer_states"] and checkpoint["lr_schedulers"]
 
 
 def test_export_and_load_model_give_the_trained_model(trained, tmp_path):
     config, run_dir, model = trained
     exported = torch.load(run_dir / "model.pt", weights_only=True)
-    assert set(exported) == {"state_dict", "config", "medfss_version", "model_name"}
+    assert set(exported) == {"state_dict", "config", "medfss_version", "model_name", "slice_orientation"}
+    assert exported["slice_orientation"] == "LAS"
     assert set(exported["state_dict"]) == set(model.state_dict())
     episode = SquareSampler().sample(np.random.default_rng(0))
     expected = model.eval()(episode)

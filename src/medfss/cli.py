@@ -119,11 +119,16 @@ def cmd_benchmark(args) -> int:
     from medfss.provenance import provenance
 
     settings = BenchmarkSettings(train_steps=args.steps, query_slices=args.query_slices, device=args.device)
+    key, _, values = (args.sweep or "").partition("=")
+    if args.sweep is not None and not (key and values):
+        raise ConfigError(f"--sweep takes KEY=V1,V2,..., got {args.sweep!r}")
+    variants = [(f" {key.rsplit('.', 1)[-1]}={v}", [f"{key}={v}"]) for v in values.split(",")] if key else [("", [])]
     rows = []
     for path in args.config:
-        config = load_config(path, args.set)
-        print(f"benchmarking {path} ...", file=sys.stderr)
-        rows.append({"preset": Path(path).stem, **benchmark(config, settings)})
+        for suffix, overrides in variants:
+            config = load_config(path, [*args.set, *overrides])
+            print(f"benchmarking {path}{suffix} ...", file=sys.stderr)
+            rows.append({"preset": Path(path).stem + suffix, **benchmark(config, settings)})
     print(format_benchmark(rows))
     if args.out is not None:
         record = {"rows": rows, "table": format_benchmark(rows), "provenance": provenance()}
@@ -199,7 +204,7 @@ def cmd_segment(args) -> int:
                           f"images and {len(args.support_mask)} masks")
     result = segment(args.query, list(zip(args.support_image, args.support_mask)), args.label,
                      checkpoint=args.checkpoint, axis=args.axis, query_range=args.query_range,
-                     modality=args.modality, largest_component=args.largest_component,
+                     orientation=args.orientation, modality=args.modality, largest_component=args.largest_component,
                      threshold=args.threshold, device=args.device, batch_size=args.batch_size,
                      out=args.out, probabilities=args.probabilities, overlay=args.overlay,
                      summary=args.summary, progress=not args.quiet)
@@ -207,6 +212,14 @@ def cmd_segment(args) -> int:
         print(f"label {r.label}: {r.voxels} voxels, {r.millilitres:.1f} mL "
               f"(slices {r.extent[0]}:{r.extent[1]} along axis {result.summary['settings']['axis']})")
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from medfss.demo import run_demo
+
+    run_demo(args.out, data_root=args.data_root, checkpoint=args.checkpoint, query_case=args.query_case,
+             support_case=args.support_case, device=args.device, progress=not args.quiet)
     return 0
 
 
@@ -265,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a preset YAML; repeat to compare several")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override applied to every preset")
+    bench.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...",
+                       help="one row per value of KEY for every preset, e.g. model.options.num_blocks=1,2,3")
     bench.add_argument("--steps", type=int, default=5, help="timed training steps (after one warm-up)")
     bench.add_argument("--query-slices", type=int, default=32, help="slices of the timed query volume")
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -298,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--query-range", type=_slice_range, default=None, metavar="START:STOP",
                      help="query slices (half-open, along the slicing axis) covering what the support scans "
                           "cover (default: all)")
+    seg.add_argument("--orientation", default=None, metavar="AXCODES",
+                     help="voxel order the model works in, e.g. LAS (default: the one recorded in the "
+                          "checkpoint, that of its training volumes; RAS if none)")
     seg.add_argument("--modality", choices=("auto", "MR", "CT"), default="auto",
                      help="intensity normalisation: MR z-score, CT window [-125, 275] HU then z-score; auto: "
                           "CT when the minimum is below -500")
@@ -308,6 +326,23 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--batch-size", type=int, default=8, help="query slices per model call")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=cmd_segment)
+
+    demo = sub.add_parser(
+        "demo", help="segment liver, kidneys and spleen of one CHAOST2 patient from another's labels",
+        description="Runs 'medfss segment' with the bundled default model on CHAOST2 patient "
+                    "--query-case from patient --support-case's labels (no query label used), then prints "
+                    "per-organ Dice and HD95 against the query's ground truth and writes the prediction, "
+                    "an overlay PNG and a JSON summary. Without CHAOST2 under the data root it runs on a "
+                    "synthetic phantom instead.")
+    demo.add_argument("--data-root", default=None, help="folder holding CHAOST2/ (default: $MEDFSS_DATA_ROOT "
+                                                        "or ../shared/data)")
+    demo.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
+    demo.add_argument("--checkpoint", type=Path, default=None, help="a model.pt (default: the bundled model)")
+    demo.add_argument("--query-case", default="2", help="CHAOST2 case id of the scan to segment")
+    demo.add_argument("--support-case", default="1", help="CHAOST2 case id of the labelled example")
+    demo.add_argument("--device", default="cpu", help="cpu or cuda")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(func=cmd_demo)
 
     ex = sub.add_parser("explain", help="draw an unfolded model's per-stage masks, duals and entropies "
                                        "(LMS-Net Fig. 7) for one query slice")
@@ -326,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("root", type=Path, help="folder searched for results.json files (e.g. results)")
     report.add_argument("--out", type=Path, default=None, help="write here instead of printing")
     report.set_defaults(func=cmd_report)
+
+    from medfss.data.prepare import add_prepare_parser
+    add_prepare_parser(sub)
     return parser
 
 

@@ -5,9 +5,10 @@
 
 What happens, for each requested label (all labels use the same supports):
 
-1. Every scan is read with its geometry and turned to the closest canonical
-   (RAS+) voxel order by permutations and flips only
-   (:mod:`medfss.data.preprocess`); intensities are normalised as in
+1. Every scan is read with its geometry and turned to the voxel order the
+   model was trained in (recorded in its checkpoint, e.g. LAS for CHAOST2;
+   RAS+ if it records none; called "canonical" below) by permutations and
+   flips only (:mod:`medfss.data.preprocess`); intensities are normalised as in
    training (MR: z-score per volume; CT: clipped to [-125, 275] HU, then
    z-scored).
 2. Slices are cut along one axis of the query (``axis``, a voxel axis of the
@@ -73,8 +74,13 @@ OVERLAY_SLICES = 6
 
 
 def default_checkpoint() -> Path:
-    """The bundled model used when no checkpoint is given (none is bundled yet)."""
-    raise ConfigError("no bundled model yet; pass --checkpoint (a model.pt exported by 'medfss train')")
+    """The bundled model used when no checkpoint is given (:mod:`medfss.weights`)."""
+    from medfss.weights import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.is_file():
+        raise ConfigError(f"the bundled model {DEFAULT_MODEL} is missing from this installation; pass "
+                          "--checkpoint (a model.pt exported by 'medfss train') or run scripts/default_model.sh")
+    return DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ class Segmentation:
 
 def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labels: Sequence[int] = (1,), *,
             checkpoint: PathLike | None = None, predictor: Predictor | None = None,
-            axis: int | None = None, query_range: SliceRange | None = None,
+            axis: int | None = None, query_range: SliceRange | None = None, orientation: str | None = None,
             extent: SliceRange | Mapping[int, SliceRange] | None = None,
             modality: str = "auto", largest_component: bool = True, threshold: float = 0.5,
             chunks: int = 3, device: str = "cpu", batch_size: int = 8,
@@ -116,6 +122,8 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     :func:`default_checkpoint`); or pass ``predictor``, any
     :class:`~medfss.evaluation.predictor.Predictor`, instead.
     axis: the query file's voxel axis to slice along (default: largest spacing).
+    orientation: the voxel order the model works in, as axis codes (e.g.
+    "LAS"); default: the one recorded in the checkpoint, else RAS.
     query_range: half-open ``(start, stop)`` slice indices along that axis
     that the support scans cover (default: the whole query).
     extent: the slices to predict, ``(start, stop)`` for every label or a
@@ -153,15 +161,22 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
         predictor, model_info = load_predictor(checkpoint, device=device, batch_size=batch_size)
     else:
         model_info = {"predictor": type(predictor).__name__}
+    from medfss.data.preprocess import DEFAULT_ORIENTATION, check_axcodes
+    orientation = orientation or model_info.get("slice_orientation") or DEFAULT_ORIENTATION
+    try:
+        check_axcodes(orientation)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
     query_img = _read(query)
-    volume = _QueryVolume.build(query_img, axis, modality)
+    volume = _QueryVolume.build(query_img, axis, modality, orientation)
     geometry = {"affine": query_img.affine, "header": query_img.header, "shape": query_img.array.shape,
                 "spacing": query_img.spacing}
     del query_img  # the normalised copy in ``volume`` is all that is needed from here
     query_range = volume.canonical_range(query_range)
     extents = _extent_map(extent, labels)
-    support_data = [_read_support(image, mask, labels, modality) for image, mask in pairs]  # all checked first
+    support_data = [_read_support(image, mask, labels, modality, orientation)
+                    for image, mask in pairs]  # all checked before any prediction
     plans = [_plan_label(label, support_data, volume, query_range, extents.get(label), chunks)
              for label in labels]
     support_modalities = [s.modality for s in support_data]
@@ -192,6 +207,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
                                 for (i, m), used in zip(pairs, support_modalities)],
                    "model": model_info},
         "settings": {"labels": list(labels), "axis": volume.scan_axis, "slice_direction": volume.direction,
+                     "orientation": orientation,
                      "query_range": list(volume.scan_range(*query_range)),
                      "extent": "given" if extent is not None else "estimated", "modality": volume.modality,
                      "largest_component": largest_component, "threshold": threshold, "chunks": chunks,
@@ -287,10 +303,10 @@ class _QueryVolume:
     modality: str
 
     @classmethod
-    def build(cls, img: NiftiArray, axis: int | None, modality: str) -> "_QueryVolume":
+    def build(cls, img: NiftiArray, axis: int | None, modality: str, orientation: str) -> "_QueryVolume":
         from medfss.data.preprocess import Reorientation, normalize_intensity, through_plane_axis
 
-        reorientation = Reorientation.of(img.affine, img.array.shape)
+        reorientation = Reorientation.of(img.affine, img.array.shape, orientation)
         if axis is None:
             canonical_axis = through_plane_axis(reorientation.canonical_spacing(img.spacing))
         else:
@@ -301,8 +317,7 @@ class _QueryVolume:
     @property
     def direction(self) -> str:
         """The anatomical direction the slices are stacked along."""
-        return ("left-right (sagittal slices)", "posterior-anterior (coronal slices)",
-                "inferior-superior (axial slices)")[self.canonical_axis]
+        return self.reorientation.direction(self.canonical_axis)
 
     def canonical_range(self, query_range: SliceRange | None) -> SliceRange:
         """``query_range`` (file indices, half-open; None: all) -> canonical indices along the slicing axis."""
@@ -346,7 +361,8 @@ class _Support:
     modality: str
 
 
-def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], modality: str) -> _Support:
+def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], modality: str,
+                  orientation: str) -> _Support:
     from medfss.data.preprocess import Reorientation, normalize_intensity
 
     image = _read(image_path)
@@ -354,8 +370,9 @@ def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], moda
     if image.array.shape != mask.array.shape:
         raise InputFileError(f"{mask_path}: shape {mask.array.shape} differs from its scan {image_path.name} "
                              f"{image.array.shape}")
-    reorientation = Reorientation.of(image.affine, image.array.shape)
-    if not np.array_equal(Reorientation.of(mask.affine, mask.array.shape).ornt, reorientation.ornt):
+    reorientation = Reorientation.of(image.affine, image.array.shape, orientation)
+    if not np.array_equal(Reorientation.of(mask.affine, mask.array.shape, orientation).ornt,
+                          reorientation.ornt):
         raise InputFileError(f"{mask_path}: voxel orientation differs from its scan {image_path.name}; "
                              "the mask must lie on the scan's grid")
     values = np.unique(mask.array)
@@ -436,7 +453,7 @@ def load_predictor(checkpoint: PathLike, *, device: str = "cpu", batch_size: int
     import torch
 
     from medfss.evaluation.predictor import EpisodicPredictor
-    from medfss.training.checkpoints import load_model
+    from medfss.training.checkpoints import model_from_checkpoint, read_checkpoint
 
     try:
         torch_device = torch.device(device)
@@ -444,11 +461,13 @@ def load_predictor(checkpoint: PathLike, *, device: str = "cpu", batch_size: int
         raise ConfigError(f"invalid device {device!r} ({exc}); use cpu or cuda") from None
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for but no CUDA GPU is available; use --device cpu")
-    model, config = load_model(checkpoint)
+    data = read_checkpoint(checkpoint)
+    model, config = model_from_checkpoint(data, checkpoint)
     predictor = EpisodicPredictor(model, image_size=config.data.image_size, batch_size=batch_size,
                                   device=torch_device)
     return predictor, {"checkpoint": str(checkpoint), "name": config.model.name,
-                       "options": dict(config.model.options), "image_size": config.data.image_size}
+                       "options": dict(config.model.options), "image_size": config.data.image_size,
+                       "slice_orientation": data.get("slice_orientation")}
 
 
 def _predict_slab(predictor: Predictor, plan: _LabelPlan, image: np.ndarray, batch_size: int, bar

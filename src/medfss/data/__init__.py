@@ -1,1 +1,2 @@
-"""Data: geometry-preserving NIfTI I/O, data set registry, folds, superpixels, episodes."""
+"""Data: geometry-preserving NIfTI I/O, data set registry, folds, raw-release conversion (prepare),
+superpixels, episodes."""

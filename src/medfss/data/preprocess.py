@@ -2,11 +2,15 @@
 
 Pure array functions (no files): :mod:`medfss.scan_segmentation` composes them.
 
-* Orientation: a volume is turned into the closest canonical (RAS+) voxel
-  order by axis permutations and flips only (no resampling), and a prediction
-  is turned back with the inverse: the output lies on the scan's own grid.
+* Orientation: a volume is turned into the model's working voxel order by
+  axis permutations and flips only (no resampling), and a prediction is
+  turned back with the inverse: the output lies on the scan's own grid. The
+  working order is the one the model was trained in (a network is not
+  invariant to flips: a CHAOST2 model has only seen LAS slices), recorded in
+  its checkpoint (:func:`volumes_orientation`); RAS+ when unknown. Inside this
+  module and its callers, "canonical" means that working order.
 * Slicing axis: the through-plane axis, the one with the largest spacing
-  (the axial axis on ties: 2 in canonical order).
+  (the last of them on ties).
 * Intensities: MR is z-scored per volume; CT is first clipped to a window
   (default the abdominal window [-125, 275] HU of the SSL-ALPNet SABS
   preprocessing), then z-scored. ``auto`` calls a scan CT when its minimum is
@@ -15,6 +19,7 @@ Pure array functions (no files): :mod:`medfss.scan_segmentation` composes them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nibabel as nib
@@ -23,27 +28,35 @@ import numpy as np
 from medfss.data.datasets import zscore
 
 MODALITIES = ("auto", "MR", "CT")
+DEFAULT_ORIENTATION = "RAS"  # nibabel's canonical order, for models that do not record theirs
+DIRECTIONS = {"L": "left-right (sagittal slices)", "A": "posterior-anterior (coronal slices)",
+              "S": "inferior-superior (axial slices)"}  # by the axis code's R/L, A/P, S/I pair
+OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
 CT_WINDOW = (-125.0, 275.0)  # HU, the abdominal window of the SSL-ALPNet SABS preprocessing
 CT_AIR_THRESHOLD = -500.0  # a minimum below this is air in HU: the scan is CT
 
 
 @dataclass(frozen=True)
 class Reorientation:
-    """The axis permutation and flips between a scan's voxel order and canonical RAS+ order.
+    """The axis permutation and flips between a scan's voxel order and a canonical one.
 
     ``ornt`` is nibabel's orientation transform from the scan to canonical
     (row i: the scan axis i goes to canonical axis ``ornt[i, 0]``, flipped if
-    ``ornt[i, 1] == -1``); ``shape`` is the scan's shape.
+    ``ornt[i, 1] == -1``); ``shape`` is the scan's shape; ``axcodes`` names
+    the canonical order (e.g. ``"RAS"``: axis 0 runs to the right, 1 to the
+    front, 2 up).
     """
 
     ornt: np.ndarray  # [3, 2]
     shape: tuple[int, int, int]
+    axcodes: str = DEFAULT_ORIENTATION
 
     @classmethod
-    def of(cls, affine: np.ndarray, shape: tuple[int, ...]) -> "Reorientation":
+    def of(cls, affine: np.ndarray, shape: tuple[int, ...], axcodes: str = DEFAULT_ORIENTATION
+           ) -> "Reorientation":
         start = nib.orientations.io_orientation(affine)
-        end = nib.orientations.axcodes2ornt(("R", "A", "S"))
-        return cls(nib.orientations.ornt_transform(start, end), tuple(int(s) for s in shape[:3]))
+        end = nib.orientations.axcodes2ornt(tuple(check_axcodes(axcodes)))
+        return cls(nib.orientations.ornt_transform(start, end), tuple(int(s) for s in shape[:3]), axcodes)
 
     @property
     def inverse_ornt(self) -> np.ndarray:
@@ -59,6 +72,11 @@ class Reorientation:
         for axis, (target, _) in enumerate(self.ornt):
             shape[int(target)] = self.shape[axis]
         return tuple(shape)
+
+    def direction(self, canonical_axis: int) -> str:
+        """The anatomical direction along canonical axis ``canonical_axis``, e.g. "inferior-superior (axial slices)"."""
+        code = self.axcodes[canonical_axis]
+        return DIRECTIONS.get(code) or DIRECTIONS[OPPOSITE[code]]
 
     def canonical_axis(self, axis: int) -> int:
         """The canonical axis that scan axis ``axis`` becomes."""
@@ -102,8 +120,27 @@ class Reorientation:
         return start, stop
 
 
+def check_axcodes(axcodes: str) -> str:
+    """``axcodes`` if it names a voxel order (one of R/L, A/P, S/I each, e.g. "LAS"), else ValueError."""
+    pairs = sorted(OPPOSITE[c] + c if c in "LPI" else c + OPPOSITE[c] for c in axcodes if c in OPPOSITE)
+    if len(axcodes) != 3 or pairs != ["AP", "RL", "SI"]:
+        raise ValueError(f"orientation must be three axis codes, one of R/L, A/P and S/I each "
+                         f"(e.g. RAS or LAS), got {axcodes!r}")
+    return axcodes
+
+
+def volumes_orientation(affines: Sequence[np.ndarray]) -> str | None:
+    """The voxel order (axis codes, e.g. "LAS") shared by volumes with these affines; None if mixed.
+
+    Models learn on slices cut from the stored arrays, so this is the order a
+    scan must be put in before a model trained on these volumes sees it.
+    """
+    codes = {"".join(nib.orientations.aff2axcodes(affine)) for affine in affines}
+    return codes.pop() if len(codes) == 1 else None
+
+
 def through_plane_axis(spacing: tuple[float, float, float]) -> int:
-    """The axis with the largest spacing; on ties the last of them (axial in canonical order)."""
+    """The axis with the largest spacing; on ties the last of them."""
     return max(range(3), key=lambda axis: (spacing[axis], axis))
 
 

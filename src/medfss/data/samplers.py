@@ -32,6 +32,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from medfss.data.datasets import DatasetSpec, Volume
 from medfss.data.episodes import Episode
+from medfss.data.preprocess import volumes_orientation
 from medfss.data.transforms import AugmentParams, augment_pair, resize_image, resize_label
 
 MIN_IMAGE_SIZE = 16
@@ -119,6 +120,7 @@ class SelfSupervisedSampler:
         self.image_size = image_size
         self.shots = shots
         self.augment = augment
+        self.slice_orientation = volumes_orientation([volume.affine for volume in volumes])  # e.g. "LAS"
         self.exclude_classes = frozenset(int(c) for c in exclude_classes)
         self._images = [volume.image for volume in volumes]  # each [H, W, D]
         self._superpixels = list(superpixels)  # each [H, W, D]
@@ -187,6 +189,7 @@ class SupervisedSampler:
         self.image_size = image_size
         self.shots = shots
         self.augment = augment
+        self.slice_orientation = volumes_orientation([volume.affine for volume in volumes])  # e.g. "LAS"
         self.setting = setting
         self._images = [volume.image for volume in volumes]  # each [H, W, D]
         self._labels = [volume.label for volume in volumes]  # each [H, W, D]
@@ -239,7 +242,11 @@ class SupervisedSampler:
 
 
 class EpisodeSampler(Protocol):
-    """What :class:`EpisodeStream` needs: one episode from a generator."""
+    """What :class:`EpisodeStream` needs: one episode from a generator.
+
+    A sampler may also have ``slice_orientation``, the voxel order (e.g. "LAS")
+    of the volumes its slices are cut from; training stores it in checkpoints.
+    """
 
     def sample(self, rng: np.random.Generator) -> Episode: ...
 

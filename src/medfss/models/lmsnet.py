@@ -2,7 +2,7 @@
 
     support, query --encoder--> F^s, F^q (stride 8)
     Initialisation (eq. 15-16): l^0 = [l_1^s, -l_1^s], u^0 = DC(rho(l^0), 0), p^0 Voronoi prototypes
-    K LMS blocks:   l^k = MUT(p, MAP(F^q, u^{k-1}))     (eq. 8, 17-19)    fLMS-Net: l^k = l^0
+    K LMS blocks:   l^k = l_1^s + MUT(p, MAP(F^q, u^{k-1}))   (eq. 8, 17-19)    fLMS-Net: l^k = l^0
                     u^k, v^k = PD-Net(rho(l^k), ...)    (eq. 20-21)
     logits alpha (-rho(l^K) - v^K) [B, 2, h, w] --bilinear--> [B, 2, H, W]; softmax of the grid logits is u^K
 
@@ -13,6 +13,14 @@ carries the class weights of the toolkit's ALPNet (0.05, 1.0) by default so
 that both train under one protocol; ``bg_weight=1`` gives eq. 22 as printed.
 alpha (eq. 4, shared by every DC layer) and each stage's delta^k are learned
 (as softplus of a raw parameter, :mod:`medfss.models.lms.positive`).
+
+One deviation from the printed equations: the prototype an LMS block hands
+to PD-Net is the support prototype l_1^s plus GAP of the MUT output, as in
+RPT (whose BaT block eq. 18 follows), not GAP of the MUT output alone. Eq. 18
+read literally let training replace the support by one fixed LayerNorm-space
+vector (Dice 32.5 on CHAOST2 fold 0, below the support-copy floor); see
+:mod:`medfss.models.lms.mut` for the evidence. ``support_residual=False``
+gives eq. 18 as printed.
 
 The steps live in :mod:`medfss.models.lms`; :meth:`UnfoldedMumfordShah.stages`
 returns every iterate for inspection (Fig. 7).
@@ -76,6 +84,7 @@ class LMSNetConfig:
     denoiser: str = "c"  # Mask Denoiser variant of Fig. 8: "a" DnCNN, "b" + Sigmoid, "c" + inverse Sigmoid
     denoiser_width: int = 64  # DnCNN channels
     carry_dual: bool = False  # start each PD-Net from v^{k-1} (eq. 13) instead of 0 (eq. 21)
+    support_residual: bool = True  # l^k = l_1^s + GAP(p) as RPT (False: GAP(p), eq. 18 literally)
     alpha: float = 20.0  # entropy weight of eq. 4: the similarity scale of every DC layer
     delta: float = 1.0  # dual step size delta^k of eq. 11-13, every stage
     align_weight: float = 1.0  # weight of the prototype alignment term (eq. 23: 1)
@@ -86,8 +95,9 @@ class LMSNetConfig:
         _check_common(self)
         _check_positive_int("num_prototypes", self.num_prototypes)
         _check_positive_int("heads", self.heads)
-        if not isinstance(self.carry_dual, bool):
-            raise ValueError(f"carry_dual must be true or false, got {self.carry_dual!r}")
+        for name in ("carry_dual", "support_residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,8 @@ class UnfoldedMumfordShah(FewShotSegmenter):
     def initialise(self, query: Tensor, support: Tensor, support_masks: Tensor) -> Stage:
         """Stage 0 (eq. 15-16): query [B, C, h, w], support [B, S, C, h, w], support_masks [B, S, H', W']."""
         masks = support_masks.to(query.dtype)  # [B, S, H', W']
-        prototypes = initial_prototypes(support_prototype(support, masks))  # [B, 2, C]
+        foreground = support_prototype(support, masks)  # l_1^s [B, C]
+        prototypes = initial_prototypes(foreground)  # l^0 [B, 2, C]
         u, logits = initial_mask(query, prototypes, self.alpha())  # [B, 2, h, w] each
         if self.num_prototypes:
             p, valid = representative_prototypes(support, masks, self.num_prototypes)  # [B, S*N_p, C], [B, S*N_p]
@@ -158,7 +169,7 @@ class UnfoldedMumfordShah(FewShotSegmenter):
             p = query.new_zeros(query.shape[0], 0, query.shape[1])  # [B, 0, C]
             valid = torch.zeros(query.shape[0], 0, dtype=torch.bool, device=query.device)  # [B, 0]
         return Stage(u=u, v=torch.zeros_like(u), logits=logits, prototypes=prototypes, representatives=p,
-                     valid=valid)
+                     valid=valid, support_prototype=foreground)
 
     def run(self, query: Tensor, support: Tensor, support_masks: Tensor) -> list[Stage]:
         """Every iterate, stage 0 to K, for features already encoded (shapes as in :meth:`initialise`)."""
@@ -210,8 +221,8 @@ class LMSNet(UnfoldedMumfordShah):
 
     def __init__(self, encoder: nn.Module, config: LMSNetConfig = LMSNetConfig()):
         channels = _encoder_channels(encoder)
-        blocks = [LMSBlock(PrototypeStep(MomentumUpdateTransformer(channels, config.heads)), _mask_step(config),
-                           carry_dual=config.carry_dual) for _ in range(config.num_blocks)]
+        blocks = [LMSBlock(PrototypeStep(MomentumUpdateTransformer(channels, config.heads), config.support_residual),
+                           _mask_step(config), carry_dual=config.carry_dual) for _ in range(config.num_blocks)]
         super().__init__(encoder, blocks, num_prototypes=config.num_prototypes, alpha=config.alpha,
                          align_weight=config.align_weight, bg_weight=config.bg_weight, fg_weight=config.fg_weight)
         self.config = config

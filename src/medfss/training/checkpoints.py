@@ -6,10 +6,13 @@ Two kinds of file hold a trained model:
   (``checkpoints/last.ckpt``): weights under ``model.``, optimiser, scheduler
   and loop state, to resume from;
 * the *exported model* (``model.pt``): ``{"state_dict", "config",
-  "medfss_version", "model_name"}`` only, for inference.
+  "medfss_version", "model_name", "slice_orientation"}`` only, for inference.
 
-Both also hold the run's config as plain data and the medfss version that
-wrote them, and both are read with ``torch.load(weights_only=True)``: opening
+Both also hold the run's config as plain data, the medfss version that
+wrote them and the voxel order of the training volumes (``slice_orientation``,
+e.g. "LAS": the model has only seen slices in that layout, so ``medfss
+segment`` puts scans in it; absent from files of medfss 0.1.0 before it was
+recorded), and both are read with ``torch.load(weights_only=True)``: opening
 a checkpoint never runs code from it.
 """
 
@@ -32,13 +35,17 @@ from medfss.models.base import FewShotSegmenter
 from medfss.training.factory import build_model_from_config
 
 METADATA_KEYS = ("config", "medfss_version", "model_name")
+OPTIONAL_METADATA_KEYS = ("slice_orientation",)
 LIGHTNING_MARKER = "pytorch-lightning_version"  # present in training checkpoints only
 LIGHTNING_PREFIX = "model."  # the wrapped model's attribute name in the LightningModule
 
 
-def checkpoint_metadata(config: TrainConfig) -> dict[str, Any]:
+def checkpoint_metadata(config: TrainConfig, slice_orientation: str | None = None) -> dict[str, Any]:
     """What every checkpoint carries beside the weights (plain data only)."""
-    return {"config": config_to_dict(config), "medfss_version": __version__, "model_name": config.model.name}
+    metadata = {"config": config_to_dict(config), "medfss_version": __version__, "model_name": config.model.name}
+    if slice_orientation is not None:
+        metadata["slice_orientation"] = slice_orientation
+    return metadata
 
 
 def _first_line(exc: BaseException) -> str:
@@ -107,7 +114,8 @@ def export_model(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike
     Accepts a training checkpoint or an already exported model.
     """
     data = read_checkpoint(checkpoint_path)
-    light = {"state_dict": model_state_dict(data), **{k: data[k] for k in METADATA_KEYS}}
+    light = {"state_dict": model_state_dict(data),
+             **{k: data[k] for k in (*METADATA_KEYS, *OPTIONAL_METADATA_KEYS) if k in data}}
     return save_atomic(light, out_path)
 
 
@@ -122,6 +130,13 @@ def load_model(path: str | os.PathLike,
     :class:`ConfigError` when its config is not valid for this medfss.
     """
     data = read_checkpoint(path)
+    return model_from_checkpoint(data, path, build)
+
+
+def model_from_checkpoint(data: dict[str, Any], path: str | os.PathLike,
+                          build: Callable[[ModelConfig], FewShotSegmenter] = build_model_from_config,
+                          ) -> tuple[FewShotSegmenter, TrainConfig]:
+    """:func:`load_model` on the contents of a file already read with :func:`read_checkpoint`."""
     config = checkpoint_config(data, path)
     model = build(config.model)
     try:

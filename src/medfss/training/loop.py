@@ -133,7 +133,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: str | os.P
     data = EpisodeDataModule(sampler, batch_size=config.optim.batch_size, seed=config.runtime.seed,
                              num_workers=config.runtime.num_workers)
     start = time.perf_counter()
-    trainer.fit(EpisodicModule(model, config), datamodule=data, ckpt_path=resume, weights_only=True)
+    module = EpisodicModule(model, config, slice_orientation=getattr(sampler, "slice_orientation", None))
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     elapsed = time.perf_counter() - start
     last = run_dir / "checkpoints" / "last.ckpt"  # ModelCheckpoint's save_last file
     if trainer.global_step % config.runtime.checkpoint_every:  # the callback did not save the final step

@@ -35,10 +35,11 @@ if TYPE_CHECKING:
 class EpisodicModule(L.LightningModule):
     """Trains any :class:`FewShotSegmenter` on ``(step, Episode)`` batches."""
 
-    def __init__(self, model: FewShotSegmenter, config: TrainConfig):
+    def __init__(self, model: FewShotSegmenter, config: TrainConfig, slice_orientation: str | None = None):
         super().__init__()
         self.model = model  # attribute name = checkpoints.LIGHTNING_PREFIX
         self.config = config
+        self.slice_orientation = slice_orientation  # voxel order of the training volumes, kept in checkpoints
 
     def forward(self, episode: Episode) -> Tensor:  # [B, 2, H, W]
         return self.model(episode)
@@ -66,7 +67,7 @@ class EpisodicModule(L.LightningModule):
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint.update(checkpoint_metadata(self.config))
+        checkpoint.update(checkpoint_metadata(self.config, self.slice_orientation))
 
 
 class EpisodeDataModule(L.LightningDataModule):

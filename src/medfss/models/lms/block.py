@@ -1,6 +1,6 @@
 """One LMS block (sec. III-B.3): the prototype step (eq. 8, 17-19) then the mask step (eq. 20-21).
 
-    p^k, l^k, kept = prototype_step(F^q, u^{k-1}, p^{k-1}, l^{k-1})     MAP + MUT, or l^k = l^0 (fLMS-Net)
+    p^k, l^k, kept = prototype_step(F^q, u^{k-1}, p^{k-1}, l_1^s)       MAP + MUT, or l^k = l^0 (fLMS-Net)
     u^k, v^k      = mask_step(rho(l^k, F^q), v^{k-1} or 0, alpha)      PD-Net, or DC alone (ablation)
 
 :class:`Stage` records one iterate; the Initialisation Module gives stage 0.
@@ -27,6 +27,7 @@ class Stage:
     prototypes: Tensor  # l^k [B, 2, C] (background, foreground)
     representatives: Tensor  # p^k [B, K, C]; K = 0 without MUT
     valid: Tensor  # [B, K] bool: representative k exists (non-empty Voronoi region)
+    support_prototype: Tensor  # l_1^s [B, C] of eq. 15, the same at every stage: the anchor of l^k (mut.py)
     kept: Tensor | None = None  # [B, K] bool: kept by the MUT mask of eq. 19; None where no MUT ran
 
     def as_dict(self) -> dict[str, Tensor]:
@@ -54,9 +55,9 @@ class LMSBlock(nn.Module):
 
     def forward(self, features: Tensor, previous: Stage, alpha: Tensor) -> Stage:
         p, prototypes, kept = self.prototype_step(features, previous.u, previous.representatives,
-                                                  previous.prototypes, previous.valid)
+                                                  previous.prototypes, previous.valid, previous.support_prototype)
         distance = prototype_distance(features, prototypes)  # [B, 2, h, w]
         v_prev = previous.v if self.carry_dual else torch.zeros_like(previous.v)  # [B, 2, h, w]
         u, v, logits = self.mask_step(distance, v_prev, alpha)
         return Stage(u=u, v=v, logits=logits, prototypes=prototypes, representatives=p, valid=previous.valid,
-                     kept=kept)
+                     support_prototype=previous.support_prototype, kept=kept)

@@ -7,6 +7,7 @@
         p = LN(MLP(p) + p)
         l = [GAP(p), -GAP(p)]
     M(n) = 0 if p_n l_1^T > eps else -inf,  eps = (min_n p l_1^T + mean_n p l_1^T) / 2     (19)
+    l^k = [l_1^s + GAP(p), -(l_1^s + GAP(p))]          what the LMS block passes to PD-Net (see below)
 
 The softmax of the first line runs over the N_p prototypes (as in RPT's
 BaT block, which eq. 18-19 follow): the query prototype l_1 is shared out
@@ -17,6 +18,29 @@ attentions, and excluded from eps and from GAP. Where no valid prototype
 exceeds eps (all scores equal, e.g. a single one) the mask keeps every valid
 prototype, the limit of eq. 19 as the scores become equal.
 Eq. 8 also defines l_2; MUT does not use it (l_2 = -l_1 after eq. 18).
+
+Deviation from eq. 18 (the anchor ``l_1^s +``). Read literally, eq. 18 makes
+l^k = GAP(p) the output of three LayerNorms and nothing else: the prototype
+that DC (eq. 12, 20) compares with the encoder's features F^q by cosine
+similarity leaves the feature space for a LayerNorm space whose per-layer
+affine terms (and the MLP) can emit a vector that does not depend on the
+support at all. Trained that way (CHAOST2 fold 0, CPU preset, 150
+iterations), l^K became one fixed "foreground" direction: cosine 0.92
+between the l^K of different episodes (their support prototypes: 0.62),
+0.07 with the support prototype l_1^s, and 0.05 with the query's true
+foreground prototype; Dice 32.8, below the support-copy floor (39.6; the
+800-iteration run: 32.5). RPT, whose BaT
+block eq. 18-19 transcribe, never uses GAP(p) alone: its segmenting
+prototype is ``mean(BaT(p)) + support prototype`` at every iteration. We do
+the same: GAP(p) is a learned correction added to the support prototype
+l_1^s of eq. 15 (constant over the stages), which keeps l^k in the feature
+space and tied to the support; with it the same run reaches Dice 53.6
+(57.9 with another seed) with l^K at cosine 0.96 from l_1^s, and the
+800-iteration run 60.6 (fLMS-Net: 58.0). This is also how the paper motivates MUT
+(sec. III-A.3, B.1: a "momentum update" that keeps the prototype
+information of the previous stages instead of losing it to eq. 8). MUT
+itself (eq. 17-19, the ``p`` it returns and its ``l``) is unchanged;
+``PrototypeStep(..., support_residual=False)`` gives eq. 18 literally.
 Shapes: B batch, K prototypes, C channels, h w the feature grid.
 """
 
@@ -79,23 +103,30 @@ class MomentumUpdateTransformer(nn.Module):
 class PrototypeStep(nn.Module):
     """MAP + MUT (eq. 8, 17-19): the prototype update of an LMS block.
 
-    ``(query features [B, C, h, w], u^{k-1} [B, 2, h, w], p [B, K, C], l [B, 2, C], valid [B, K])
-    -> (p, l, kept)``; the incoming ``l`` is not used (eq. 8 recomputes it).
+    ``(query features [B, C, h, w], u^{k-1} [B, 2, h, w], p [B, K, C], l [B, 2, C], valid [B, K],
+    l_1^s [B, C]) -> (p, l^k, kept)``; the incoming ``l`` is not used (eq. 8
+    recomputes it). ``support_residual`` (default): l^k = [l_1^s + GAP(p), -(l_1^s + GAP(p))]
+    (RPT's rule, see the module docstring); False: l^k = [GAP(p), -GAP(p)], eq. 18 literally.
     """
 
-    def __init__(self, transformer: MomentumUpdateTransformer):
+    def __init__(self, transformer: MomentumUpdateTransformer, support_residual: bool = True):
         super().__init__()
         self.transformer = transformer
+        self.support_residual = support_residual
 
-    def forward(self, features: Tensor, u: Tensor, p: Tensor, prototypes: Tensor,
-                valid: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def forward(self, features: Tensor, u: Tensor, p: Tensor, prototypes: Tensor, valid: Tensor,
+                support_prototype: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         l1 = masked_average_pooling(features, u[:, 1])  # [B, C], eq. 8 with beta = 1
-        return self.transformer(p, l1, valid)
+        p, l, kept = self.transformer(p, l1, valid)  # [B, K, C], [B, 2, C], [B, K]
+        foreground = l[:, 1]  # [B, C]: GAP(p)
+        if self.support_residual:
+            foreground = support_prototype + foreground  # l_1^s + GAP(p)
+        return p, torch.stack([-foreground, foreground], dim=1), kept  # l^k [B, 2, C] (background, foreground)
 
 
 class FixedPrototypes(nn.Module):
     """fLMS-Net's prototype step: l stays l^0 and p is not used (no MAP, no MUT)."""
 
-    def forward(self, features: Tensor, u: Tensor, p: Tensor, prototypes: Tensor,
-                valid: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def forward(self, features: Tensor, u: Tensor, p: Tensor, prototypes: Tensor, valid: Tensor,
+                support_prototype: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         return p, prototypes, None
