@@ -84,3 +84,15 @@ def test_inputs_are_not_modified(phantom_files, tmp_path):
     load_volume(image_path, label_path, REGISTRY["CHAOST2"], "1")
     assert image_path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image_1.nii.gz", "label_1.nii.gz"]
+
+
+def test_atomic_writes_leave_no_temporary_and_honour_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_nifti_atomic(np.zeros((4, 4, 2), np.float32), np.eye(4), tmp_path / "out.nii.gz")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others, like any file the user writes
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
