@@ -32,6 +32,7 @@ class PublishedRow:
 
 
 _SSL_ALPNET = "Ouyang et al. 2020 (SSL-ALPNet)"
+_LMS_NET = "LMS-Net paper (setting not stated, ADNet protocol)"
 PUBLISHED: tuple[PublishedRow, ...] = (
     PublishedRow("SSL-ALPNet", f"{_SSL_ALPNET}, Table 2", "CHAOST2", 1,
                  {"left_kidney": 81.92, "right_kidney": 85.18, "spleen": 72.18, "liver": 76.10}, 78.84),
@@ -45,6 +46,15 @@ PUBLISHED: tuple[PublishedRow, ...] = (
                  {"LV-BP": 83.99, "LV-MYO": 66.74, "RV": 79.96}, 76.90),
     PublishedRow("SSL-PANet", f"{_SSL_ALPNET}, Table 3", "CMR", 1,
                  {"LV-BP": 70.43, "LV-MYO": 46.79, "RV": 69.52}, 62.25),
+    # LMS-Net's paper does not name its setting; it follows ADNet's protocol. Listed under setting 1.
+    PublishedRow("LMS-Net", f"{_LMS_NET}, Table I", "CHAOST2", 1,
+                 {"left_kidney": 82.85, "right_kidney": 89.34, "spleen": 74.97, "liver": 83.71}, 82.72),
+    PublishedRow("fLMS-Net", f"{_LMS_NET}, Table I", "CHAOST2", 1,
+                 {"left_kidney": 78.28, "right_kidney": 89.02, "spleen": 72.23, "liver": 82.98}, 80.63),
+    PublishedRow("LMS-Net", f"{_LMS_NET}, Table I", "CMR", 1,
+                 {"LV-BP": 89.89, "LV-MYO": 68.98, "RV": 81.72}, 80.19),
+    PublishedRow("fLMS-Net", f"{_LMS_NET}, Table I", "CMR", 1,
+                 {"LV-BP": 89.72, "LV-MYO": 69.39, "RV": 80.59}, 79.90),
 )
 
 
