@@ -229,6 +229,8 @@ def test_cli_writes_every_output_aligned_with_the_query(scans, checkpoint, tmp_p
         assert entry["millilitres"] == pytest.approx(entry["voxels"] * voxel_ml)
     assert summary["settings"]["axis"] == 0  # PERMUTED puts the 7.7 mm axis first
     assert summary["runtime_s"] > 0 and summary["inputs"]["model"]["name"] == "alpnet"
+    expected_device = "cuda" if torch.cuda.is_available() else "cpu"  # --device auto, the default
+    assert summary["settings"]["device"] == expected_device
     assert {p: p.read_bytes() for p in scans.values()} == before  # inputs untouched
     assert sorted(p.name for p in out.iterdir()) == ["o.png", "p.nii.gz", "pred.nii.gz", "s.json"]
 

@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=True,
                      help="keep only the largest 3D connected component of each label (default: on)")
     seg.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold")
-    seg.add_argument("--device", default="cpu", help="cpu or cuda")
+    seg.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
     seg.add_argument("--batch-size", type=int, default=8, help="query slices per model call")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=cmd_segment)
@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--checkpoint", type=Path, default=None, help="a model.pt (default: the bundled model)")
     demo.add_argument("--query-case", default="2", help="CHAOST2 case id of the scan to segment")
     demo.add_argument("--support-case", default="1", help="CHAOST2 case id of the labelled example")
-    demo.add_argument("--device", default="cpu", help="cpu or cuda")
+    demo.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
 

@@ -113,7 +113,7 @@ def phantom_case(out_dir: Path, seed: int = 0) -> DemoCase:
 
 def run_demo(out_dir: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
              checkpoint: str | os.PathLike | None = None, query_case: str = "2", support_case: str = "1",
-             device: str = "cpu", progress: bool = True) -> dict:
+             device: str = "auto", progress: bool = True) -> dict:
     """Segment the four abdominal organs of the demo case; returns the JSON summary with Dice and HD95."""
     from medfss.data.datasets import resolve_data_root
     from medfss.data.io import read_nifti, write_text_atomic

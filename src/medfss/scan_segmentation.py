@@ -110,7 +110,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
             axis: int | None = None, query_range: SliceRange | None = None, orientation: str | None = None,
             extent: SliceRange | Mapping[int, SliceRange] | None = None,
             modality: str = "auto", largest_component: bool = True, threshold: float = 0.5,
-            chunks: int = 3, device: str = "cpu", batch_size: int = 8,
+            chunks: int = 3, device: str = "auto", batch_size: int = 8,
             out: PathLike | None = None, probabilities: PathLike | None = None,
             overlay: PathLike | None = None, summary: PathLike | None = None,
             progress: bool = True) -> Segmentation:
@@ -211,7 +211,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
                      "query_range": list(volume.scan_range(*query_range)),
                      "extent": "given" if extent is not None else "estimated", "modality": volume.modality,
                      "largest_component": largest_component, "threshold": threshold, "chunks": chunks,
-                     "batch_size": batch_size, "device": str(device)},
+                     "batch_size": batch_size, "device": model_info.get("device", str(device))},
         "voxel_volume_ml": voxel_ml,
         "classes": {str(r.label): {"voxels": r.voxels, "millilitres": r.millilitres,
                                    "extent": list(r.extent),
@@ -447,14 +447,19 @@ def _plan_label(label: int, supports: Sequence[_Support], volume: _QueryVolume, 
 # --- prediction ---------------------------------------------------------------------------------
 
 
-def load_predictor(checkpoint: PathLike, *, device: str = "cpu", batch_size: int = 8
+def load_predictor(checkpoint: PathLike, *, device: str = "auto", batch_size: int = 8
                    ) -> tuple[Predictor, dict[str, Any]]:
-    """The model of ``checkpoint`` as a Predictor at its training image size, and a description."""
+    """The model of ``checkpoint`` as a Predictor at its training image size, and a description.
+
+    ``device``: "auto" (a CUDA GPU when one is available, else the CPU), "cpu", "cuda" or "cuda:N".
+    """
     import torch
 
     from medfss.evaluation.predictor import EpisodicPredictor
     from medfss.training.checkpoints import model_from_checkpoint, read_checkpoint
 
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         torch_device = torch.device(device)
     except RuntimeError as exc:
@@ -467,7 +472,7 @@ def load_predictor(checkpoint: PathLike, *, device: str = "cpu", batch_size: int
                                   device=torch_device)
     return predictor, {"checkpoint": str(checkpoint), "name": config.model.name,
                        "options": dict(config.model.options), "image_size": config.data.image_size,
-                       "slice_orientation": data.get("slice_orientation")}
+                       "slice_orientation": data.get("slice_orientation"), "device": str(torch_device)}
 
 
 def _predict_slab(predictor: Predictor, plan: _LabelPlan, image: np.ndarray, batch_size: int, bar
