@@ -50,6 +50,24 @@ def test_report_collects_results_and_benchmarks(tmp_path):
     assert "SSL-ALPNet (*published*, Ouyang et al. 2020 (SSL-ALPNet), Table 3) | paper preset | 5 | – | " \
            "83.99 | 66.74 | 79.96 | 76.90 |" in text
     assert "## Speed and memory: cpu" in text and "| a table |" in text
+    assert "Experiments on" not in text
+
+
+def test_report_puts_tagged_runs_in_an_experiments_table(tmp_path):
+    def result(label, mean):
+        return {"model": "m", "label": label, "dataset": "CMR", "setting": 1, "shots": 1,
+                "protocol": {"classes": ["RV"], "folds": [0], "support_indices": [0]},
+                "classes": {"RV": {"dice": {"mean": mean, "std": 0.0}}}, "mean": {"dice": {"mean": mean, "std": 0.0}},
+                "training": {"summary": "8 it"}, "wall_time_s": 1.0,
+                "provenance": {"date": "d", "git_revision": "r", "command": "c", "machine": {}}}
+
+    for folder, label, mean in (("m_cpu", "preset row", 50.0), ("m_cpu-lr2", "tagged row", 55.0)):
+        (tmp_path / folder / "CMR-setting1").mkdir(parents=True)
+        (tmp_path / folder / "CMR-setting1" / "results.json").write_text(json.dumps(result(label, mean)))
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "README.md")]) == 0
+    main_table, experiments = (tmp_path / "README.md").read_text().split("Experiments on CMR, setting 1, 1-shot:")
+    assert "| preset row |" in main_table and "| tagged row |" not in main_table
+    assert "| tagged row | 8 it | 0 | 0 | 55.00 | **55.00** |" in experiments
 
 
 def test_report_restricts_wider_results_to_the_folds_of_narrower_ones(tmp_path):

@@ -105,8 +105,39 @@ def _provenance_line(result: dict, path: Path, root: Path) -> str:
             f"{where}, {result.get('wall_time_s', 0):.0f} s; `{prov.get('command', '?')}`")
 
 
+def is_experiment(path: Path, root: Path) -> bool:
+    """A tagged run (``results/MODEL_PRESET-TAG/...``, see scripts/cpu_tables.sh), not a preset's own row."""
+    return "-" in path.relative_to(root).parts[0]
+
+
+def _rows(entries: list[tuple[Path, dict]], classes: list[str], fold_sets: set[tuple[int, ...]]) -> list[str]:
+    """One table row per result, plus its restriction to every narrower fold set of the table."""
+    lines = []
+    for _, result in entries:
+        protocol = result["protocol"]
+        cells = [_cell(result["classes"].get(c, {}).get("dice")) for c in classes]
+        training = result.get("training", {}).get("summary", "none")
+        name = result.get("label") or result["model"]
+        if protocol.get("extent", "gt") == "estimated":
+            name += " [organ slices estimated]"
+        supports = ",".join(map(str, protocol["support_indices"]))
+        lines.append(f"| {name} | {training} | {','.join(map(str, protocol['folds']))} | {supports} | "
+                     + " | ".join(cells) + f" | **{_cell(result['mean']['dice'])}** |")
+        # the same result on the folds of a row that covers fewer: compare like with like
+        for folds in sorted(f for f in fold_sets if set(f) < set(protocol["folds"])):
+            class_cells, mean_cell = _restricted(result, classes, folds)
+            lines.append(f"| {name} (only folds {','.join(map(str, folds))}) | {training} | "
+                         f"{','.join(map(str, folds))} | {supports} | " + " | ".join(class_cells)
+                         + f" | **{mean_cell}** |")
+    return lines
+
+
 def format_report(root: str | Path) -> str:
-    """The markdown report of every result under ``root``, one table per (data set, setting, shots)."""
+    """The markdown report of every result under ``root``, one table per (data set, setting, shots).
+
+    Tagged experiments (:func:`is_experiment`) get a table of their own below
+    each main table, with the floors restricted to their folds for reference.
+    """
     root = Path(root)
     groups: dict[tuple[str, int, int], list[tuple[Path, dict]]] = defaultdict(list)
     for path, result in find_results(root):
@@ -118,35 +149,36 @@ def format_report(root: str | Path) -> str:
              "*published* are the papers' numbers (ResNet-101, 256 x 256, COCO init), for reference.",
              "Rows marked *[organ slices estimated]* use no query label at all (`--extent estimated`, what",
              "`medfss segment` does); every other row takes the organ's slices from the query's ground truth,",
-             "as the literature's protocol does.", ""]
+             "as the literature's protocol does. Each table of experiments lists tagged runs",
+             "(`TAG=name scripts/cpu_tables.sh ... --set KEY=VALUE`): the CPU preset with the overrides",
+             "named in the row (\"first CPU preset\": lr 5e-3 with elastic query deformation, the preset",
+             "before these experiments chose the current one).", ""]
     for (dataset, setting, shots), entries in sorted(groups.items()):
         classes = list(entries[0][1]["protocol"]["classes"])
-        lines += [f"## {dataset}, setting {setting}, {shots}-shot", "",
-                  "| method | training | folds | supports | " + " | ".join(classes) + " | mean |",
+        header = ["| method | training | folds | supports | " + " | ".join(classes) + " | mean |",
                   "|---|---|---|---|" + "---|" * (len(classes) + 1)]
-        fold_sets = {tuple(r["protocol"]["folds"]) for _, r in entries}
-        for path, result in entries:
-            protocol = result["protocol"]
-            cells = [_cell(result["classes"].get(c, {}).get("dice")) for c in classes]
-            training = result.get("training", {}).get("summary", "none")
-            name = result.get("label") or result["model"]
-            if protocol.get("extent", "gt") == "estimated":
-                name += " [organ slices estimated]"
-            supports = ",".join(map(str, protocol["support_indices"]))
-            lines.append(f"| {name} | {training} | {','.join(map(str, protocol['folds']))} | {supports} | "
-                         + " | ".join(cells) + f" | **{_cell(result['mean']['dice'])}** |")
-            # the same result on the folds of a row that covers fewer: compare like with like
-            for folds in sorted(f for f in fold_sets if set(f) < set(protocol["folds"])):
-                class_cells, mean_cell = _restricted(result, classes, folds)
-                lines.append(f"| {name} (only folds {','.join(map(str, folds))}) | {training} | "
-                             f"{','.join(map(str, folds))} | {supports} | " + " | ".join(class_cells)
-                             + f" | **{mean_cell}** |")
+        main = [e for e in entries if not is_experiment(e[0], root)]
+        experiments = [e for e in entries if is_experiment(e[0], root)]
+        lines += [f"## {dataset}, setting {setting}, {shots}-shot", "", *header]
+        lines += _rows(main, classes, {tuple(r["protocol"]["folds"]) for _, r in main})
         if shots == 1:
             for row in PUBLISHED:
                 if row.dataset == dataset and row.setting == setting:
                     cells = [f"{row.dice[c]:.2f}" if c in row.dice else "–" for c in classes]
                     lines.append(f"| {row.method} (*published*, {row.source}) | paper preset | 5 | – | "
                                  + " | ".join(cells) + f" | {row.mean:.2f} |")
+        if experiments:
+            floors = [e for e in main if e[1].get("training") is None]
+            lines += ["", f"Experiments on {dataset}, setting {setting}, {shots}-shot:", "", *header]
+            lines += _rows(experiments, classes, set())
+            fold_sets = {tuple(r["protocol"]["folds"]) for _, r in experiments}
+            for _, result in floors:
+                name = result.get("label") or result["model"]
+                for folds in sorted(fold_sets):
+                    class_cells, mean_cell = _restricted(result, classes, folds)
+                    lines.append(f"| {name} (only folds {','.join(map(str, folds))}) | none | "
+                                 f"{','.join(map(str, folds))} | {','.join(map(str, result['protocol']['support_indices']))} | "
+                                 + " | ".join(class_cells) + f" | **{mean_cell}** |")
         lines += ["", "Sources:", ""]
         lines += [f"- {_provenance_line(result, path, root)}" for path, result in entries]
         lines.append("")
