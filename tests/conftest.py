@@ -46,3 +46,21 @@ def make_phantom(shape=(64, 64, 24), seed=0, spacing=(1.25, 1.25, 7.7)):
     label[organ2 & ~organ1] = 2
     affine = np.diag([*spacing, 1.0])
     return image, label, affine
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """An exported model file as ``export_model`` writes it: an untrained ALPNet at 32 px.
+
+    For the tools that take any model (segment, demo): what they do must not depend on its skill.
+    """
+    from medfss.config import DataConfig, ModelConfig, TrainConfig
+    from medfss.models.registry import build_model
+    from medfss.training.checkpoints import checkpoint_metadata, save_atomic
+
+    torch.manual_seed(0)
+    model = build_model("alpnet", backbone="resnet18-slim")
+    config = TrainConfig(model=ModelConfig("alpnet", {"backbone": "resnet18-slim"}), data=DataConfig(image_size=32))
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_atomic({"state_dict": model.state_dict(), **checkpoint_metadata(config)}, path)
+    return path

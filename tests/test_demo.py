@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from medfss.cli import main
 from medfss.demo import CHAOST2_ORGANS, phantom, run_demo
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """An untrained ALPNet at 32 px, exported like a trained one (the demo only needs a valid model)."""
-    from medfss.config import DataConfig, ModelConfig, TrainConfig
-    from medfss.models.registry import build_model
-    from medfss.training.checkpoints import checkpoint_metadata, save_atomic
-
-    torch.manual_seed(0)
-    model = build_model("alpnet", backbone="resnet18-slim")
-    config = TrainConfig(model=ModelConfig("alpnet", {"backbone": "resnet18-slim"}), data=DataConfig(image_size=32))
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_atomic({"state_dict": model.state_dict(), **checkpoint_metadata(config)}, path)
-    return path
 
 
 def test_phantom_holds_the_four_organs_inside_the_body_and_is_seeded():

@@ -168,21 +168,6 @@ class IntensityMatch:
 # --- the tiny untrained ALPNet through the CLI ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """An exported model file as ``export_model`` writes it: an untrained ALPNet at 32 px."""
-    from medfss.config import DataConfig, ModelConfig, TrainConfig
-    from medfss.models.registry import build_model
-    from medfss.training.checkpoints import checkpoint_metadata, save_atomic
-
-    torch.manual_seed(0)
-    model = build_model("alpnet", backbone="resnet18-slim")
-    config = TrainConfig(model=ModelConfig("alpnet", {"backbone": "resnet18-slim"}), data=DataConfig(image_size=32))
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_atomic({"state_dict": model.state_dict(), **checkpoint_metadata(config)}, path)
-    return path
-
-
 @pytest.fixture
 def scans(tmp_path) -> dict[str, Path]:
     """A phantom query and support (classes 1 and 2) in different voxel orders."""
