@@ -13,6 +13,10 @@ run() {  # dataset setting supports
     .venv/bin/medfss evaluate --model "$model" --dataset "$1" --setting "$2" --folds 0,1,2,3,4 \
       --support-index "$3" --quiet --out "$OUT/floors/$model/$1-setting$2"
   done
+  if [ "$2" = 1 ]; then  # the floor of `medfss segment`: no query label, organ slices estimated
+    .venv/bin/medfss evaluate --model copy-support --dataset "$1" --setting 1 --folds 0,1,2,3,4 \
+      --support-index "$3" --extent estimated --quiet --out "$OUT/floors/copy-support/$1-setting1-extent-estimated"
+  fi
 }
 datasets=${*:-CHAOST2 CMR}
 for dataset in $datasets; do
