@@ -363,6 +363,7 @@ class _Support:
 
 def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], modality: str,
                   orientation: str) -> _Support:
+    from medfss.data.io import label_values
     from medfss.data.preprocess import Reorientation, normalize_intensity
 
     image = _read(image_path)
@@ -375,10 +376,7 @@ def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], moda
                           reorientation.ornt):
         raise InputFileError(f"{mask_path}: voxel orientation differs from its scan {image_path.name}; "
                              "the mask must lie on the scan's grid")
-    values = np.unique(mask.array)
-    if not np.array_equal(values, np.round(values)) or values.min() < 0:
-        raise LabelMapError(f"{mask_path}: mask values must be non-negative integers, found "
-                            f"{values[:5].tolist()}")
+    values = label_values(mask.array, mask_path)
     present = [int(v) for v in values if v != 0]
     if not present:
         raise LabelMapError(f"{mask_path}: the support mask is empty (every voxel is 0); label the organ on "

@@ -184,7 +184,8 @@ class CaseFiles:
     label: Path
 
 
-def _natural_key(text: str) -> tuple:
+def natural_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers by value: "case2" before "case10"."""
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
 
 
@@ -211,7 +212,7 @@ class Dataset:
             images = self.root / "imagesTr"
             labels = self.root / "labelsTr"
             cases = []
-            for label in sorted(labels.glob(f"*{ending}"), key=lambda p: _natural_key(p.name)):
+            for label in sorted(labels.glob(f"*{ending}"), key=lambda p: natural_key(p.name)):
                 case_id = label.name[: -len(ending)]
                 cases.append(CaseFiles(case_id, images / f"{case_id}_0000{ending}", label))
             return cases
@@ -219,7 +220,7 @@ class Dataset:
         for image in self.root.glob(f"image_*{ending}"):
             case_id = image.name[len("image_"): -len(ending)]
             cases.append(CaseFiles(case_id, image, self.root / f"label_{case_id}{ending}"))
-        return sorted(cases, key=lambda c: _natural_key(c.case_id))
+        return sorted(cases, key=lambda c: natural_key(c.case_id))
 
     @property
     def case_ids(self) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medfss.errors import InputFileError
+from medfss.errors import InputFileError, LabelMapError
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,14 @@ def read_nifti(path: str | os.PathLike, *, dtype=np.float32, ndim: int | None = 
         raise InputFileError(f"{path}: {n_bad} voxels are NaN or Inf")
     return NiftiArray(array=array, affine=np.asarray(img.affine, dtype=np.float64),
                       header=img.header.copy(), path=path)
+
+
+def label_values(array: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """The distinct values of a label map read from ``path``; they must be non-negative integers."""
+    values = np.unique(array)
+    if not np.array_equal(values, np.round(values)) or values.min() < 0:
+        raise LabelMapError(f"{path}: label values must be non-negative integers, found {values[:5].tolist()}")
+    return values
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> Path:

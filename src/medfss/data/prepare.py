@@ -426,18 +426,16 @@ class SourceSpec:
         return None if self.dataset is None else REGISTRY[self.dataset]
 
 
-def _natural_key(text: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
-
-
 def _unique(cases: list[RawCase]) -> list[RawCase]:
+    from medfss.data.datasets import natural_key
+
     seen: dict[str, RawCase] = {}
     for case in cases:
         if case.case_id in seen:
             raise InputFileError(f"case id {case.case_id!r} found twice: {seen[case.case_id].image} and "
                                  f"{case.image}; point --input at one copy")
         seen[case.case_id] = case
-    return sorted(seen.values(), key=lambda c: _natural_key(c.case_id))
+    return sorted(seen.values(), key=lambda c: natural_key(c.case_id))
 
 
 def find_chaos_cases(root: Path, *_) -> tuple[list[RawCase], list[str]]:
@@ -555,7 +553,7 @@ def find_nifti_pairs(root: Path, image_glob: str | None = None, label_glob: str 
 
 
 def read_nifti_case(case: RawCase) -> RawVolume:
-    from medfss.data.io import read_nifti
+    from medfss.data.io import label_values, read_nifti
 
     image = read_nifti(case.image)
     label = read_nifti(case.label, dtype=np.float64)
@@ -564,10 +562,7 @@ def read_nifti_case(case: RawCase) -> RawVolume:
                              f"{case.image.name} {image.array.shape}")
     if not np.allclose(image.affine, label.affine, atol=1e-2):
         raise InputFileError(f"{case.label}: affine differs from its image {case.image.name} (not aligned)")
-    values = np.unique(label.array)
-    if not np.array_equal(values, np.round(values)) or values.min() < 0:
-        raise LabelMapError(f"{case.label}: label values must be non-negative integers, found "
-                            f"{values[:5].tolist()}")
+    label_values(label.array, case.label)
     array, affine = move_slice_axis_last(image.array, image.affine)
     label_array, _ = move_slice_axis_last(label.array, image.affine)
     return RawVolume(image=array, label=label_array.astype(np.int64), affine=affine)
@@ -788,6 +783,7 @@ def prepare(source: str, input_dir: str | os.PathLike, out_dir: str | os.PathLik
 
 def dataset_card(spec: SourceSpec, settings: PrepareSettings, records: list[dict], skipped: list[str],
                  dataset: DatasetSpec | None, input_dir: Path, command: str) -> dict:
+    from medfss.data.datasets import natural_key
     from medfss.provenance import git_revision
 
     spacings = np.array([r["spacing"] for r in records])
@@ -804,7 +800,7 @@ def dataset_card(spec: SourceSpec, settings: PrepareSettings, records: list[dict
         "ids": [r["id"] for r in records],
         "spacing_min": spacings.min(axis=0).round(4).tolist(),
         "spacing_max": spacings.max(axis=0).round(4).tolist(),
-        "shapes": sorted({"x".join(map(str, r["shape"])) for r in records}, key=_natural_key),
+        "shapes": sorted({"x".join(map(str, r["shape"])) for r in records}, key=natural_key),
         "label_map": {str(k): v for k, v in names.items()},
         "settings": {**asdict(settings), "ct_window": list(settings.ct_window)},
         "steps": preprocessing_steps(settings, {r["modality"] for r in records}),

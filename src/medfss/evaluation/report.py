@@ -110,6 +110,19 @@ def is_experiment(path: Path, root: Path) -> bool:
     return "-" in path.relative_to(root).parts[0]
 
 
+def _restricted_rows(result: dict, classes: list[str], fold_sets: set[tuple[int, ...]], name: str,
+                     training: str) -> list[str]:
+    """``result`` on each fold set narrower than its own: compare like with like."""
+    supports = ",".join(map(str, result["protocol"]["support_indices"]))
+    lines = []
+    for folds in sorted(f for f in fold_sets if set(f) < set(result["protocol"]["folds"])):
+        class_cells, mean_cell = _restricted(result, classes, folds)
+        lines.append(f"| {name} (only folds {','.join(map(str, folds))}) | {training} | "
+                     f"{','.join(map(str, folds))} | {supports} | " + " | ".join(class_cells)
+                     + f" | **{mean_cell}** |")
+    return lines
+
+
 def _rows(entries: list[tuple[Path, dict]], classes: list[str], fold_sets: set[tuple[int, ...]]) -> list[str]:
     """One table row per result, plus its restriction to every narrower fold set of the table."""
     lines = []
@@ -123,12 +136,7 @@ def _rows(entries: list[tuple[Path, dict]], classes: list[str], fold_sets: set[t
         supports = ",".join(map(str, protocol["support_indices"]))
         lines.append(f"| {name} | {training} | {','.join(map(str, protocol['folds']))} | {supports} | "
                      + " | ".join(cells) + f" | **{_cell(result['mean']['dice'])}** |")
-        # the same result on the folds of a row that covers fewer: compare like with like
-        for folds in sorted(f for f in fold_sets if set(f) < set(protocol["folds"])):
-            class_cells, mean_cell = _restricted(result, classes, folds)
-            lines.append(f"| {name} (only folds {','.join(map(str, folds))}) | {training} | "
-                         f"{','.join(map(str, folds))} | {supports} | " + " | ".join(class_cells)
-                         + f" | **{mean_cell}** |")
+        lines += _restricted_rows(result, classes, fold_sets, name, training)
     return lines
 
 
@@ -173,12 +181,7 @@ def format_report(root: str | Path) -> str:
             lines += _rows(experiments, classes, set())
             fold_sets = {tuple(r["protocol"]["folds"]) for _, r in experiments}
             for _, result in floors:
-                name = result.get("label") or result["model"]
-                for folds in sorted(fold_sets):
-                    class_cells, mean_cell = _restricted(result, classes, folds)
-                    lines.append(f"| {name} (only folds {','.join(map(str, folds))}) | none | "
-                                 f"{','.join(map(str, folds))} | {','.join(map(str, result['protocol']['support_indices']))} | "
-                                 + " | ".join(class_cells) + f" | **{mean_cell}** |")
+                lines += _restricted_rows(result, classes, fold_sets, result.get("label") or result["model"], "none")
         lines += ["", "Sources:", ""]
         lines += [f"- {_provenance_line(result, path, root)}" for path, result in entries]
         lines.append("")
