@@ -177,6 +177,29 @@ def test_training_reduces_the_loss_and_logs_every_term(trained):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
+@pytest.mark.parametrize("grad_clip", [None, 1e-3])
+def test_grad_norm_is_logged_before_clipping_and_clipping_bounds_the_step(tmp_path, grad_clip):
+    """Plain SGD moves the weights by lr * |g|, and by lr * grad_clip once |g| is clipped to grad_clip."""
+    config = tiny_config(iterations=1, checkpoint_every=1, momentum=0.0, weight_decay=0.0, grad_clip=grad_clip)
+    torch.manual_seed(config.runtime.seed)
+    before = torch.cat([p.detach().flatten() for p in TinySegmenter().parameters()])
+    after = torch.cat([p.detach().flatten() for p in run(config, tmp_path).parameters()])
+    (logged,) = [float(r["train/grad_norm"]) for r in read_metrics(tmp_path) if r.get("train/grad_norm")]
+    moved = float((after - before).norm()) / config.optim.lr
+    assert logged > 1e-2  # so that 1e-3 does clip
+    assert moved == pytest.approx(logged if grad_clip is None else grad_clip, rel=1e-3)  # float32 weight differences
+
+
+def test_grad_clip_reads_a_positive_number_or_null_and_refuses_the_rest():
+    preset = TESTS_DIR.parent / "configs" / "alpnet_cpu.yaml"
+    assert load_config(preset).optim.grad_clip is None
+    assert load_config(preset, ["optim.grad_clip=5"]).optim.grad_clip == 5.0
+    assert load_config(preset, ["optim.grad_clip=null"]).optim.grad_clip is None
+    for bad in ("0", "-1", "yes"):
+        with pytest.raises(ConfigError, match="optim.grad_clip must be"):
+            load_config(preset, [f"optim.grad_clip={bad}"])
+
+
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     config = tiny_config(iterations=6, checkpoint_every=3)
     whole = run(config, tmp_path / "whole")

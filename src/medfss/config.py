@@ -72,7 +72,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """SGD with a step decay: ``lr_t = lr * lr_gamma ** floor(t / lr_step)`` at iteration t."""
+    """SGD with a step decay: ``lr_t = lr * lr_gamma ** floor(t / lr_step)`` at iteration t.
+
+    ``grad_clip``: the largest global 2-norm of the gradient; a step whose
+    gradient is longer is scaled down to it. None (the papers' recipe) never clips.
+    """
 
     lr: float = 1e-3
     momentum: float = 0.9
@@ -81,6 +85,7 @@ class OptimConfig:
     lr_step: int = 1000  # iterations between two decays
     iterations: int = 100_000
     batch_size: int = 1  # episodes per optimisation step
+    grad_clip: float | None = None
 
     def __post_init__(self):
         _require(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
@@ -90,6 +95,8 @@ class OptimConfig:
         _require(self.lr_step >= 1, "optim.lr_step", f"must be >= 1, got {self.lr_step}")
         _require(self.iterations >= 1, "optim.iterations", f"must be >= 1, got {self.iterations}")
         _require(self.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.grad_clip is None or self.grad_clip > 0, "optim.grad_clip",
+                 f"must be > 0, or null for no clipping, got {self.grad_clip}")
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,8 @@ def build_trainer(config: TrainConfig, run_dir: Path) -> L.Trainer:
         num_nodes=runtime.num_nodes,
         strategy=runtime.strategy,
         precision=runtime.precision,
+        gradient_clip_val=config.optim.grad_clip,
+        gradient_clip_algorithm="norm",
         callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
         logger=_loggers(run_dir),
         log_every_n_steps=runtime.log_every,

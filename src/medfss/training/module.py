@@ -61,6 +61,12 @@ class EpisodicModule(L.LightningModule):
                       batch_size=episode.batch_size)
         return terms["loss"]
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Before any clipping (Lightning clips after this hook): the norm the step would have taken.
+        gradients = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if gradients:
+            self.log("train/grad_norm", torch.nn.utils.get_total_norm(gradients))
+
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_optimizer(self.model.parameters(), self.config.optim)
         return {"optimizer": optimizer,
