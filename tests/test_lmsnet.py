@@ -9,12 +9,10 @@ import matplotlib.image
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from matplotlib.figure import Figure
 from torch import nn
 from torch.autograd import gradcheck
 
-from medfss.config import load_config
 from medfss.errors import ConfigError
 from medfss.evaluation.explain import explain_figure
 from medfss.models.lms.data_consistency import data_consistency, primal_energy
@@ -25,10 +23,8 @@ from medfss.models.lms.pdnet import PDNet, dual_update, primal_dual_step
 from medfss.models.lmsnet import FLMSNet, FLMSNetConfig, LMSNet, LMSNetConfig
 from medfss.models.registry import build_model
 from medfss.nn.prototypes import masked_average_pooling
-from medfss.training.factory import build_model_from_config
 from test_models import square_episode
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SLIM = {"backbone": "resnet18-slim"}
 
 
@@ -431,21 +427,6 @@ def test_registry_errors_are_one_clear_line(name, options, message):
     with pytest.raises(ConfigError, match=message) as error:
         build_model(name, **{**SLIM, **options})
     assert "\n" not in str(error.value)
-
-
-@pytest.mark.parametrize("name", ["lmsnet_cpu", "flmsnet_cpu", "lmsnet_paper"])
-def test_configs_match_alpnet_but_for_the_model(name):
-    def read(config_name):
-        return yaml.safe_load((REPO_ROOT / "configs" / f"{config_name}.yaml").read_text())
-
-    ours, alpnet = read(name), read(name.replace("flmsnet", "alpnet").replace("lmsnet", "alpnet"))
-    assert {k: v for k, v in ours.items() if k != "model"} == {k: v for k, v in alpnet.items() if k != "model"}
-    assert ours["model"]["options"] == alpnet["model"]["options"]
-    config = load_config(REPO_ROOT / "configs" / f"{name}.yaml")
-    assert config.model.name == name.split("_")[0]
-    if name.endswith("cpu"):
-        model = build_model_from_config(config.model)
-        assert model(square_episode(size=32)).shape == (2, 2, 32, 32)
 
 
 # --- explain figure -----------------------------------------------------------------------------------------

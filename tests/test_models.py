@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 import torch.nn.functional as F
 
 from medfss.config import ModelConfig, load_config
@@ -242,6 +243,32 @@ def test_cpu_configs_build_through_the_training_factory(config_name):
     model = build_model_from_config(config.model)
     assert type(model) is {"alpnet": ALPNet, "panet": PANet}[config.model.name]
     assert model(square_episode(size=config.data.image_size // 4)).shape[1] == 2
+
+
+# Presets compared under one budget share every setting with the ALPNet preset of their size, but for
+# the model and the listed exceptions (each with its reason in the preset's comment).
+SAME_BUDGET_EXCEPTIONS = {"flmsnet_cpu": {"optim.grad_clip"}}
+
+
+def _flat_settings(config_name: str) -> dict[str, object]:
+    tree = yaml.safe_load((REPO_ROOT / "configs" / f"{config_name}.yaml").read_text())
+    return {f"{section}.{key}": value for section, values in tree.items() if section != "model"
+            for key, value in values.items()}
+
+
+@pytest.mark.parametrize("config_name", ["panet_cpu", "lmsnet_cpu", "flmsnet_cpu", "panet_paper", "lmsnet_paper"])
+def test_presets_share_the_alpnet_budget_but_for_the_model(config_name):
+    model_name, size = config_name.split("_")
+    ours, alpnet = _flat_settings(config_name), _flat_settings(f"alpnet_{size}")
+    exceptions = SAME_BUDGET_EXCEPTIONS.get(config_name, set())
+    assert {k: v for k, v in ours.items() if k not in exceptions} == alpnet
+    assert not exceptions & alpnet.keys()
+    config = load_config(REPO_ROOT / "configs" / f"{config_name}.yaml")
+    assert config.model.name == model_name
+    assert config.model.options == load_config(REPO_ROOT / "configs" / f"alpnet_{size}.yaml").model.options
+    if size == "cpu":
+        model = build_model_from_config(config.model)
+        assert model(square_episode(size=32)).shape == (2, 2, 32, 32)
 
 
 @pytest.mark.parametrize("config_name", ["alpnet_paper", "panet_paper"])
