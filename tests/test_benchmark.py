@@ -70,6 +70,25 @@ def test_report_puts_tagged_runs_in_an_experiments_table(tmp_path):
     assert "| tagged row | 8 it | 0 | 0 | 55.00 | **55.00** |" in experiments
 
 
+def test_report_groups_the_training_seeds_of_a_variant(tmp_path):
+    def result(label, mean, folds=(0,)):
+        return {"model": "m", "label": label, "dataset": "CMR", "setting": 1, "shots": 1,
+                "protocol": {"classes": ["RV"], "folds": list(folds), "support_indices": [0]},
+                "classes": {"RV": {"dice": {"mean": mean, "std": 0.0}}}, "mean": {"dice": {"mean": mean, "std": 0.0}},
+                "training": {"summary": "8 it"}, "wall_time_s": 1.0}
+
+    for folder, data in {"m_cpu": result("preset", 40.0), "m_cpu-a": result("variant a", 50.0),
+                         "m_cpu-a-seed2": result("a, seed 2", 52.0), "m_cpu-a-seed1": result("a, seed 1", 54.0),
+                         "m_cpu-a-seed3": result("a, seed 3, other folds", 90.0, folds=(0, 1)),
+                         "m_cpu-b-seed1": result("b without its seed-0 run", 70.0)}.items():
+        (tmp_path / folder / "CMR-setting1").mkdir(parents=True)
+        (tmp_path / folder / "CMR-setting1" / "results.json").write_text(json.dumps(data))
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "README.md")]) == 0
+    seeds = (tmp_path / "README.md").read_text().split("Training seeds on CMR, setting 1, 1-shot")[1]
+    rows = [line for line in seeds.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows == ["| variant a | 0, 1, 2 | 50.00, 54.00, 52.00 | **52.00 ± 1.63** |"]
+
+
 def test_report_restricts_wider_results_to_the_folds_of_narrower_ones(tmp_path):
     def result(folds, runs):
         return {"model": "m", "dataset": "CMR", "setting": 1, "shots": 1,

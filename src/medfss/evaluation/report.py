@@ -11,6 +11,7 @@ such; nothing else in a table is typed by hand.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -123,6 +124,43 @@ def _restricted_rows(result: dict, classes: list[str], fold_sets: set[tuple[int,
     return lines
 
 
+SEED_SUFFIX = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
+
+
+def seed_groups(entries: list[tuple[Path, dict]], root: Path) -> dict[str, list[tuple[int, dict]]]:
+    """Experiments repeated with other training seeds: ``{variant folder: [(seed, result), ...]}``.
+
+    ``results/X-seedN/...`` (``TAG=...-seedN`` with ``--set runtime.seed=N``) joins
+    ``results/X/...``, the seed-0 run of the same variant, when both cover the same
+    folds and supports; the seed-0 run comes first.
+    """
+    by_folder = {path.relative_to(root).parts[0]: result for path, result in entries}
+    groups: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for folder, result in sorted(by_folder.items()):
+        match = SEED_SUFFIX.match(folder)
+        base = by_folder.get(match["variant"]) if match else None
+        if base is not None and _same_protocol(base, result):
+            groups[match["variant"]].append((int(match["seed"]), result))
+    return {variant: [(0, by_folder[variant]), *sorted(runs, key=lambda r: r[0])]
+            for variant, runs in groups.items()}
+
+
+def _same_protocol(a: dict, b: dict) -> bool:
+    keys = ("folds", "support_indices", "shots", "setting", "extent")
+    return all(a["protocol"].get(k) == b["protocol"].get(k) for k in keys)
+
+
+def _seed_rows(groups: dict[str, list[tuple[int, dict]]]) -> list[str]:
+    """One row per variant: its mean Dice under each training seed, and their mean ± std."""
+    lines = ["| variant | seeds | mean Dice per seed | mean ± std over seeds |", "|---|---|---|---|"]
+    for variant, runs in groups.items():
+        means = [result["mean"]["dice"]["mean"] for _, result in runs]
+        name = runs[0][1].get("label") or variant
+        lines.append(f"| {name} | {', '.join(str(seed) for seed, _ in runs)} | "
+                     f"{', '.join(f'{m:.2f}' for m in means)} | **{_cell(_mean_std(means))}** |")
+    return lines
+
+
 def _rows(entries: list[tuple[Path, dict]], classes: list[str], fold_sets: set[tuple[int, ...]]) -> list[str]:
     """One table row per result, plus its restriction to every narrower fold set of the table."""
     lines = []
@@ -182,6 +220,10 @@ def format_report(root: str | Path) -> str:
             fold_sets = {tuple(r["protocol"]["folds"]) for _, r in experiments}
             for _, result in floors:
                 lines += _restricted_rows(result, classes, fold_sets, result.get("label") or result["model"], "none")
+            groups = seed_groups(experiments, root)
+            if groups:
+                lines += ["", f"Training seeds on {dataset}, setting {setting}, {shots}-shot (seed 0: the row named, "
+                          "others: its `-seedN` runs; std over seeds):", "", *_seed_rows(groups)]
         lines += ["", "Sources:", ""]
         lines += [f"- {_provenance_line(result, path, root)}" for path, result in entries]
         lines.append("")
