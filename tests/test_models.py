@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 import torch.nn.functional as F
+import yaml
 
 from medfss.config import ModelConfig, load_config
 from medfss.data.episodes import Episode
