@@ -11,6 +11,10 @@
 # and writes results/MODEL_cpu/DATASET-settingS/results.json, then results/README.md is regenerated.
 # Experiments: TAG=name with extra --set overrides writes runs/ and results/MODEL_cpu-TAG/ instead, e.g.
 #   TAG=no-align bash scripts/cpu_tables.sh alpnet CHAOST2 1 0 --set model.options.align_weight=0
+# TRAIN_ONLY=1 trains and stops, so that folds can train side by side (one thread each) before one
+# evaluation of all of them:
+#   for f in 0,2,4 1,3; do TRAIN_ONLY=1 OMP_NUM_THREADS=1 bash scripts/cpu_tables.sh lmsnet CHAOST2 1 $f & done; wait
+#   bash scripts/cpu_tables.sh lmsnet CHAOST2 1 0,1,2,3,4
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 dataset=$2 setting=$3 folds=$4
@@ -36,6 +40,8 @@ for fold in ${folds//,/ }; do
       --set "data.test_classes=[left_kidney, right_kidney]"
   fi
 done
+
+[ -n "${TRAIN_ONLY:-}" ] && exit 0
 
 checkpoint="$runs/fold{fold}/model.pt"
 [ "$setting" = 2 ] && checkpoint="$runs/{group}-fold{fold}/model.pt"
