@@ -13,6 +13,7 @@ import yaml
 from medfss.config import ModelConfig, load_config
 from medfss.data.episodes import Episode
 from medfss.errors import ConfigError, InputFileError
+from medfss.models.base import FewShotSegmenter
 from medfss.models.alpnet import ALPNet, ALPNetConfig
 from medfss.models.panet import PANet, PANetConfig
 from medfss.models.registry import MODELS, build_model, model_options
@@ -47,7 +48,7 @@ def square_episode(batch: int = 2, shots: int = 1, size: int = 32, seed: int = 0
         query_masks=torch.stack([mask for _, mask in queries]).long())
 
 
-def slim(name: str, seed: int = 0, **options) -> ALPNet:
+def slim(name: str, seed: int = 0, **options) -> FewShotSegmenter:
     torch.manual_seed(seed)
     return build_model(name, **SLIM, **options)
 
@@ -108,8 +109,9 @@ def test_bad_episodes_raise_value_error():
         model.loss(dataclasses.replace(episode, query_masks=None))
 
 
-def test_sgd_steps_reduce_the_loss():
-    model = slim("alpnet")
+@pytest.mark.parametrize("name", list(MODELS))
+def test_sgd_steps_reduce_the_loss(name):
+    model = slim(name)
     episode = square_episode(batch=2, size=32, seed=3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     losses = []
