@@ -105,6 +105,33 @@ def test_report_restricts_wider_results_to_the_folds_of_narrower_ones(tmp_path):
     assert "narrow (only folds" not in text
 
 
+def test_report_summary_has_one_row_per_preset_across_tables(tmp_path):
+    def result(label, dataset, setting, mean, folds=(0, 1), extent="gt", training=True):
+        classes = ["liver"] if dataset == "CHAOST2" else ["RV"]
+        return {"model": "m", "label": label, "dataset": dataset, "setting": setting, "shots": 1,
+                "protocol": {"classes": classes, "folds": list(folds), "support_indices": [0], "extent": extent},
+                "classes": {classes[0]: {"dice": {"mean": mean, "std": 0.0}}},
+                "mean": {"dice": {"mean": mean, "std": 1.0}}, "wall_time_s": 1.0,
+                **({"training": {"summary": "8 it"}} if training else {})}
+
+    for folder, data in {"m_cpu/CHAOST2-setting1": result("model m", "CHAOST2", 1, 60.0),
+                         "m_cpu/CMR-setting1": result("model m", "CMR", 1, 50.0),
+                         "m_cpu/CMR-setting1-estimated": result("model m", "CMR", 1, 10.0, extent="estimated"),
+                         "m_cpu-tag/CMR-setting1": result("tagged", "CMR", 1, 99.0),
+                         "one-fold/CMR-setting1": result("one fold only", "CMR", 1, 70.0, folds=(0,)),
+                         "floor/CHAOST2-setting1": result("a floor", "CHAOST2", 1, 30.0, training=False)}.items():
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "results.json").write_text(json.dumps(data))
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "README.md")]) == 0
+    summary = (tmp_path / "README.md").read_text().split("## Summary")[1].split("\n## ")[0]
+    rows = [line for line in summary.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[:3] == ["| method | CHAOST2 setting 1 | CMR setting 1 |",
+                        "| model m | 60.00 ± 1.00 | 50.00 ± 1.00 |",
+                        "| a floor | 30.00 ± 1.00 | – |"]
+    assert rows[3].startswith("| SSL-ALPNet (*published*, Ouyang et al. 2020 (SSL-ALPNet)) | 78.84 | 76.90 |")
+    assert "tagged" not in summary and "one fold only" not in summary
+
+
 def test_benchmark_sweep_gives_one_row_per_value(tmp_path, capsys):
     import yaml
 

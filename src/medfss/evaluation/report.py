@@ -178,6 +178,41 @@ def _rows(entries: list[tuple[Path, dict]], classes: list[str], fold_sets: set[t
     return lines
 
 
+def _summary_section(groups: dict[tuple[str, int, int], list[tuple[Path, dict]]], root: Path) -> list[str]:
+    """One table across data sets and settings: the mean Dice of every 1-shot preset row on all folds.
+
+    A row qualifies in a (data set, setting) column when it is not a tagged
+    experiment, uses the ground-truth organ extent, and covers the widest fold
+    set of that column (the full cross-validation); the published means follow.
+    """
+    columns = sorted(key[:2] for key in groups if key[2] == 1)
+    cells: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
+    order: dict[str, tuple] = {}  # trained models, then the no-training floors (by name), then the papers
+    for column in columns:
+        main = [result for path, result in groups[(*column, 1)] if not is_experiment(path, root)
+                and result["protocol"].get("extent", "gt") == "gt"]
+        widest = max((len(result["protocol"]["folds"]) for result in main), default=0)
+        for result in main:
+            if len(result["protocol"]["folds"]) == widest:
+                name = result.get("label") or result["model"]
+                cells[name][column] = _cell(result["mean"]["dice"])
+                order[name] = (0 if result.get("training") else 1, name)
+    for index, row in enumerate(PUBLISHED):
+        if (row.dataset, row.setting) in columns:
+            name = f"{row.method} (*published*, {row.source.split(', Table')[0]})"
+            cells[name][row.dataset, row.setting] = f"{row.mean:.2f}"
+            order.setdefault(name, (2, index))
+    if not cells:
+        return []
+    lines = ["## Summary: mean Dice, 1-shot, every fold", "",
+             "The preset rows of the tables below that cover every fold of theirs, beside the papers' means.", "",
+             "| method | " + " | ".join(f"{dataset} setting {setting}" for dataset, setting in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    lines += [f"| {name} | " + " | ".join(cells[name].get(column, "–") for column in columns) + " |"
+              for name in sorted(cells, key=order.__getitem__)]
+    return [*lines, ""]
+
+
 def format_report(root: str | Path) -> str:
     """The markdown report of every result under ``root``, one table per (data set, setting, shots).
 
@@ -199,6 +234,7 @@ def format_report(root: str | Path) -> str:
              "(`TAG=name scripts/cpu_tables.sh ... --set KEY=VALUE`): the CPU preset with the overrides",
              "named in the row (\"first CPU preset\": lr 5e-3 with elastic query deformation, the preset",
              "before these experiments chose the current one).", ""]
+    lines += _summary_section(groups, root)
     for (dataset, setting, shots), entries in sorted(groups.items()):
         classes = list(entries[0][1]["protocol"]["classes"])
         header = ["| method | training | folds | supports | " + " | ".join(classes) + " | mean |",
@@ -220,10 +256,10 @@ def format_report(root: str | Path) -> str:
             fold_sets = {tuple(r["protocol"]["folds"]) for _, r in experiments}
             for _, result in floors:
                 lines += _restricted_rows(result, classes, fold_sets, result.get("label") or result["model"], "none")
-            groups = seed_groups(experiments, root)
-            if groups:
+            seeds = seed_groups(experiments, root)
+            if seeds:
                 lines += ["", f"Training seeds on {dataset}, setting {setting}, {shots}-shot (seed 0: the row named, "
-                          "others: its `-seedN` runs; std over seeds):", "", *_seed_rows(groups)]
+                          "others: its `-seedN` runs; std over seeds):", "", *_seed_rows(seeds)]
         lines += ["", "Sources:", ""]
         lines += [f"- {_provenance_line(result, path, root)}" for path, result in entries]
         lines.append("")
