@@ -25,6 +25,7 @@ from medfss.models.registry import build_model
 from medfss.nn.prototypes import masked_average_pooling
 from test_models import SLIM, slim, square_episode
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     threads = torch.get_num_threads()

@@ -13,8 +13,8 @@ import yaml
 from medfss.config import ModelConfig, load_config
 from medfss.data.episodes import Episode
 from medfss.errors import ConfigError, InputFileError
-from medfss.models.base import FewShotSegmenter
 from medfss.models.alpnet import ALPNet, ALPNetConfig
+from medfss.models.base import FewShotSegmenter
 from medfss.models.panet import PANet, PANetConfig
 from medfss.models.registry import MODELS, build_model, model_options
 from medfss.nn.backbones import build_backbone

@@ -73,6 +73,11 @@ def find_results(root: str | Path) -> list[tuple[Path, dict]]:
     return found
 
 
+def _row_name(result: dict) -> str:
+    """The row a result gets: its ``--label``, else its model's name."""
+    return result.get("label") or result["model"]
+
+
 def _cell(summary: dict | None) -> str:
     if summary is None or summary.get("mean") is None:
         return "–"
@@ -168,7 +173,7 @@ def _rows(entries: list[tuple[Path, dict]], classes: list[str], fold_sets: set[t
         protocol = result["protocol"]
         cells = [_cell(result["classes"].get(c, {}).get("dice")) for c in classes]
         training = result.get("training", {}).get("summary", "none")
-        name = result.get("label") or result["model"]
+        name = _row_name(result)
         if protocol.get("extent", "gt") == "estimated":
             name += " [organ slices estimated]"
         supports = ",".join(map(str, protocol["support_indices"]))
@@ -194,7 +199,7 @@ def _summary_section(groups: dict[tuple[str, int, int], list[tuple[Path, dict]]]
         widest = max((len(result["protocol"]["folds"]) for result in main), default=0)
         for result in main:
             if len(result["protocol"]["folds"]) == widest:
-                name = result.get("label") or result["model"]
+                name = _row_name(result)
                 cells[name][column] = _cell(result["mean"]["dice"])
                 order[name] = (0 if result.get("training") else 1, name)
     for index, row in enumerate(PUBLISHED):
@@ -255,7 +260,7 @@ def format_report(root: str | Path) -> str:
             lines += _rows(experiments, classes, set())
             fold_sets = {tuple(r["protocol"]["folds"]) for _, r in experiments}
             for _, result in floors:
-                lines += _restricted_rows(result, classes, fold_sets, result.get("label") or result["model"], "none")
+                lines += _restricted_rows(result, classes, fold_sets, _row_name(result), "none")
             seeds = seed_groups(experiments, root)
             if seeds:
                 lines += ["", f"Training seeds on {dataset}, setting {setting}, {shots}-shot (seed 0: the row named, "
