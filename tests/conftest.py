@@ -56,7 +56,7 @@ def checkpoint(tmp_path_factory) -> Path:
     """
     from medfss.config import DataConfig, ModelConfig, TrainConfig
     from medfss.models.registry import build_model
-    from medfss.training.checkpoints import checkpoint_metadata, save_atomic
+    from medfss.checkpoints import checkpoint_metadata, save_atomic
 
     torch.manual_seed(0)
     model = build_model("alpnet", backbone="resnet18-slim")

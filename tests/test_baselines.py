@@ -7,7 +7,7 @@ import torch
 
 from medfss.errors import ConfigError
 from medfss.evaluation.baselines import CopySupportPredictor, IntensityPrototypePredictor, build_baseline
-from medfss.evaluation.predictor import Predictor
+from medfss.inference.predictor import Predictor
 from medfss.data.datasets import get_dataset_spec
 from medfss.evaluation.predictors import checkpoint_path, group_name, predictor_factory
 

@@ -59,7 +59,7 @@ def test_explain_draws_every_stage_of_an_lmsnet(data_root, tmp_path, capsys):
 
     from medfss.config import DataConfig, ModelConfig, TrainConfig
     from medfss.models.registry import build_model
-    from medfss.training.checkpoints import checkpoint_metadata, save_atomic
+    from medfss.checkpoints import checkpoint_metadata, save_atomic
 
     torch.manual_seed(0)
     options = {"backbone": "resnet18-slim", "num_blocks": 2}

@@ -66,7 +66,7 @@ def test_demo_on_chaost2_with_the_bundled_model_beats_the_floor(data_root, tmp_p
 
 
 def test_bundled_model_is_small_safe_to_load_and_documented():
-    from medfss.training.checkpoints import load_model, read_checkpoint
+    from medfss.checkpoints import load_model, read_checkpoint
     from medfss.weights import DEFAULT_MODEL, MODEL_CARD
     from medfss.weights.bundle import MAX_BYTES
 

@@ -20,7 +20,7 @@ from medfss.models.registry import MODELS, build_model, model_options
 from medfss.nn.backbones import build_backbone
 from medfss.nn.losses import prototype_alignment_loss, weighted_cross_entropy
 from medfss.nn.prototypes import cosine_similarity_map, masked_average_pooling
-from medfss.training.factory import build_model_from_config
+from medfss.models.registry import build_model_from_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SLIM = {"backbone": "resnet18-slim"}

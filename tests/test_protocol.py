@@ -10,8 +10,7 @@ import torch
 
 from medfss.data.datasets import DatasetSpec, Volume
 from medfss.errors import ConfigError
-from medfss.evaluation.protocol import (ProtocolConfig, assign_query_chunks, chunk_support_slices, evaluate,
-                                        support_case_ids)
+from medfss.evaluation.protocol import ProtocolConfig, evaluate, support_case_ids
 
 SPEC = DatasetSpec(name="TOY", folder="TOY", modality="MR", classes={1: "organ"}, eval_classes=("organ",))
 SIZE, DEPTH = 32, 14
@@ -89,22 +88,6 @@ TWO_FOLDS = {0: {"a": (3, 11), "b": (2, 7), "c": (4, 12)},
 def run(predictor_for, folds=(0,), **kwargs):
     config = ProtocolConfig(dataset="TOY", folds=folds, **kwargs)
     return evaluate(ToyDataset(TWO_FOLDS), predictor_for, config, progress=False, model_name="toy")
-
-
-@pytest.mark.parametrize("slices, n_chunks, expected", [
-    (range(3, 12), 3, [4, 7, 10]),  # n = 9: positions 1, 4, 7
-    (range(0, 18), 3, [3, 9, 15]),  # n = 18: SSL-ALPNet's float code gives 2 for the first
-    ([2, 3, 5, 8], 3, [2, 5, 8]),  # a gap in the labels: positions 0, 2, 3 of the list
-    ([6], 3, [6, 6, 6]),  # fewer slices than chunks repeat
-])
-def test_support_slice_of_each_chunk_is_its_middle(slices, n_chunks, expected):
-    assert chunk_support_slices(slices, n_chunks) == expected
-
-
-def test_query_chunks_are_equal_with_larger_ones_first():
-    assert assign_query_chunks((5, 14), 3) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
-    assert assign_query_chunks((2, 7), 3) == [0, 0, 1, 1, 2, 2]
-    assert assign_query_chunks((4, 5), 3) == [0, 1]
 
 
 def test_each_query_slice_gets_the_support_slice_of_its_chunk():

@@ -23,7 +23,7 @@ from medfss.data.io import write_nifti_atomic
 from medfss.data.preprocess import (Reorientation, check_axcodes, normalize_intensity, through_plane_axis,
                                     volumes_orientation)
 from medfss.errors import ConfigError, LabelMapError
-from medfss.evaluation.protocol import ProtocolConfig, estimate_query_extent, evaluate
+from medfss.evaluation.protocol import ProtocolConfig, evaluate
 
 from conftest import make_phantom
 
@@ -261,7 +261,7 @@ if not torch.cuda.is_available():
 
 def foreign_checkpoint(tmp_path: Path) -> Path:
     from medfss.config import ModelConfig, TrainConfig
-    from medfss.training.checkpoints import checkpoint_metadata, save_atomic
+    from medfss.checkpoints import checkpoint_metadata, save_atomic
 
     config = TrainConfig(model=ModelConfig("alpnet", {"backbone": "resnet18-slim"}))
     return save_atomic({"state_dict": {"head.weight": torch.zeros(2, 3)}, **checkpoint_metadata(config)},
@@ -378,18 +378,7 @@ def test_through_plane_axis_and_intensity_normalisation():
     assert used == "MR" and z.mean() == pytest.approx(0) and z.std() == pytest.approx(1)
 
 
-# --- the estimated extent, shared by segment and the protocol -------------------------------------------
-
-
-@pytest.mark.parametrize("extents, depths, query_range, expected", [
-    ([(4, 9)], [20], (0, 30), (6, 14)),  # [0.2, 0.5) of 30 slices
-    ([(0, 19)], [20], (0, 7), (0, 6)),  # the whole scan
-    ([(5, 5)], [15], (0, 30), (10, 11)),  # exact thirds, no float round-off
-    ([(4, 9), (2, 5)], [20, 10], (0, 30), (6, 17)),  # k-shot: the union
-    ([(4, 9)], [20], (10, 40), (16, 24)),  # a query range shifts and scales it
-])
-def test_estimate_query_extent(extents, depths, query_range, expected):
-    assert estimate_query_extent(extents, depths, query_range) == expected
+# --- the estimated extent, as the protocol scores it -------------------------------------------------
 
 
 TOY = DatasetSpec(name="TOY", folder="TOY", modality="MR", classes={1: "organ"}, eval_classes=("organ",))

@@ -28,7 +28,7 @@ from medfss.config import (DataConfig, ModelConfig, OptimConfig, RuntimeConfig, 
 from medfss.data.episodes import Episode
 from medfss.errors import ConfigError, InputFileError
 from medfss.models.base import FewShotSegmenter
-from medfss.training.checkpoints import export_model, load_model, read_checkpoint
+from medfss.checkpoints import export_model, load_model, read_checkpoint
 from medfss.training.loop import resume_conflicts, train
 from medfss.training.schedule import build_optimizer
 from medfss.training.stream import StepEpisodes

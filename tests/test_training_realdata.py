@@ -14,8 +14,8 @@ from medfss.data.datasets import Dataset
 from medfss.data.episodes import Episode
 from medfss.data.samplers import SelfSupervisedSampler
 from medfss.data.superpixels import SuperpixelParams, superpixels_for_volumes
-from medfss.training.checkpoints import load_model
-from medfss.training.factory import build_model_from_config
+from medfss.checkpoints import load_model
+from medfss.models.registry import build_model_from_config
 from medfss.training.loop import train
 from medfss.training.schedule import build_optimizer
 

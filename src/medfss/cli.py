@@ -39,17 +39,19 @@ def cmd_data_summary(args) -> int:
 
 
 def training_records(checkpoint: str, folds, spec, classes) -> dict:
-    """What training cost, per model, from the ``training.json`` beside each checkpoint."""
+    """What training cost, per model, from the training record beside each checkpoint."""
+    from medfss.checkpoints import TRAINING_RECORD, read_training_record
     from medfss.evaluation.predictors import checkpoint_path, group_name
 
     runs = {}
     for fold in folds:
         for name in classes:
-            path = Path(checkpoint_path(checkpoint, fold, group_name(spec, name))).parent / "training.json"
-            if path.is_file() and str(path) not in runs:
-                record = json.loads(path.read_text())
-                runs[str(path)] = {"fold": fold, "iterations": record["iterations"],
-                                   "wall_time_s": record["wall_time_s"]}
+            model = checkpoint_path(checkpoint, fold, group_name(spec, name))
+            key = str(Path(model).parent / TRAINING_RECORD)
+            record = read_training_record(model) if key not in runs else None
+            if record is not None:
+                runs[key] = {"fold": fold, "iterations": record["iterations"],
+                             "wall_time_s": record["wall_time_s"]}
     if not runs:
         return {"summary": "unknown", "runs": {}}
     iterations = sorted({r["iterations"] for r in runs.values()})
@@ -141,11 +143,11 @@ def cmd_explain(args) -> int:
     import numpy as np
     import torch
 
+    from medfss.checkpoints import load_model
     from medfss.data.datasets import Dataset
     from medfss.data.episodes import Episode
     from medfss.evaluation.explain import explain_figure
-    from medfss.evaluation.predictor import resize_slices
-    from medfss.training.checkpoints import load_model
+    from medfss.inference.predictor import resize_slices
 
     dataset = Dataset.from_name(args.dataset, args.data_root)
     class_index = dataset.spec.class_index(args.class_name)

@@ -18,11 +18,12 @@ What happens, for each requested label (all labels use the same supports):
 3. The query needs no label: the support slices are the slices of the
    support mask that hold the label (sparse labelling is fine); the organ's
    relative extent in the support scan is mapped onto the query range
-   (:func:`medfss.evaluation.protocol.estimate_query_extent`, the estimate
-   ``medfss evaluate --extent estimated`` scores), both are split into C = 3
+   (:func:`medfss.inference.estimate_query_extent`), both are split into C = 3
    chunks, and each query slice of chunk i is segmented with the middle
-   labelled support slice of chunk i of every support. Query slices outside
-   the estimated extent are background.
+   labelled support slice of chunk i of every support
+   (:func:`medfss.inference.chunk_plan`). Query slices outside the estimated
+   extent are background. Steps 3 and 4 are :mod:`medfss.inference`, the
+   path ``medfss evaluate --extent estimated`` scores.
 4. The label's foreground is ``probability > threshold``; by default only its
    largest 3D connected component (26-connectivity) is kept, which removes
    scattered false positives.
@@ -64,7 +65,7 @@ from medfss.errors import ConfigError, InputFileError, LabelMapError
 if TYPE_CHECKING:
     from medfss.data.io import NiftiArray
     from medfss.data.preprocess import Reorientation
-    from medfss.evaluation.predictor import Predictor
+    from medfss.inference import Predictor, SlicePlan
 
 PathLike = str | os.PathLike
 SliceRange = tuple[int | None, int | None]  # half-open (start, stop) along the query file's slicing axis;
@@ -120,7 +121,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     mask must hold every label of ``labels`` (values 1..255).
     checkpoint: an exported model or training checkpoint (default:
     :func:`default_checkpoint`); or pass ``predictor``, any
-    :class:`~medfss.evaluation.predictor.Predictor`, instead.
+    :class:`~medfss.inference.predictor.Predictor`, instead.
     axis: the query file's voxel axis to slice along (default: largest spacing).
     orientation: the voxel order the model works in, as axis codes (e.g.
     "LAS"); default: the one recorded in the checkpoint, else RAS.
@@ -158,6 +159,8 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     _check_output_paths(inputs, outputs)
 
     if predictor is None:
+        from medfss.checkpoints import load_predictor
+
         predictor, model_info = load_predictor(checkpoint, device=device, batch_size=batch_size)
     else:
         model_info = {"predictor": type(predictor).__name__}
@@ -195,7 +198,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     counts = np.bincount(labels_out.ravel(), minlength=256)
     per_label = tuple(LabelResult(
         label=plan.label,
-        extent=volume.scan_range(plan.top, plan.bottom + 1),
+        extent=volume.scan_range(plan.slices.top, plan.slices.bottom + 1),
         support_slices=plan.support_slices,
         voxels=int(counts[plan.label]),
         millilitres=float(counts[plan.label]) * voxel_ml) for plan in plans)
@@ -392,103 +395,34 @@ def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], moda
 
 @dataclass(frozen=True)
 class _LabelPlan:
-    """Which query slices one label predicts, with which support slices."""
+    """One label's slice plan (canonical indices) and the support slices it uses in their files' indices."""
 
     label: int
-    top: int  # canonical extent, inclusive
-    bottom: int
-    chunk_slices: tuple[np.ndarray, ...]  # per chunk: canonical query slice indices
-    support_images: Any  # [C, S, H, W] float32 tensor, at the query's in-plane size
-    support_masks: Any  # [C, S, H, W]
-    support_slices: tuple[tuple[int, ...], ...]  # per support: file indices of the chunk slices
+    slices: SlicePlan
+    support_slices: tuple[tuple[int, ...], ...]  # per support: file index of each group's slice
 
 
 def _plan_label(label: int, supports: Sequence[_Support], volume: _QueryVolume, query_range: SliceRange,
                 given_extent: SliceRange | None, chunks: int) -> _LabelPlan:
-    import torch
+    from medfss.inference import SupportScan, chunk_plan, estimated_extent
 
-    from medfss.evaluation.predictor import resize_slices
-    from medfss.evaluation.protocol import assign_query_chunks, chunk_support_slices, estimate_query_extent
-
-    size = volume.image.shape[:2]
-    images, masks, extents, depths, used = [], [], [], [], []
-    for support in supports:
-        img = np.moveaxis(support.image, volume.canonical_axis, -1)  # [h, w, d]
-        msk = np.moveaxis(support.mask, volume.canonical_axis, -1) == label  # [h, w, d]
-        slices = np.flatnonzero(msk.any(axis=(0, 1)))  # the labelled slices
-        chosen = chunk_support_slices(slices, chunks)
-        extents.append((int(slices[0]), int(slices[-1])))
-        depths.append(img.shape[-1])
-        sup_img = torch.from_numpy(np.ascontiguousarray(np.moveaxis(img[..., chosen], -1, 0)))  # [C, h, w]
-        sup_msk = torch.from_numpy(np.moveaxis(msk[..., chosen], -1, 0).astype(np.float32))  # [C, h, w]
-        images.append(resize_slices(sup_img, size, "bilinear"))  # [C, H, W]
-        masks.append((resize_slices(sup_msk, size, "bilinear") > 0.5).float())  # [C, H, W]
-        used.append(tuple(support.reorientation.range_to_scan(volume.canonical_axis, z, z + 1)[0]
-                          for z in chosen))
+    scans = [SupportScan(np.moveaxis(s.image, volume.canonical_axis, -1),  # [h, w, d]
+                         np.moveaxis(s.mask, volume.canonical_axis, -1) == label) for s in supports]
     if given_extent is None:
-        top, bottom = estimate_query_extent(extents, depths, query_range)
+        extent = estimated_extent(scans, query_range)
     else:
         start, stop = volume.canonical_range(given_extent)
         if not query_range[0] <= start < stop <= query_range[1]:
             raise ConfigError(f"extent {given_extent[0]}:{given_extent[1]} of label {label} lies outside "
                               f"the query range {':'.join(map(str, volume.scan_range(*query_range)))}")
-        top, bottom = start, stop - 1
-    chunk_of = np.asarray(assign_query_chunks((top, bottom), chunks))  # [bottom - top + 1]
-    return _LabelPlan(
-        label=label, top=top, bottom=bottom,
-        chunk_slices=tuple(top + np.flatnonzero(chunk_of == c) for c in range(chunks)),
-        support_images=torch.stack(images, dim=1),  # [C, S, H, W]
-        support_masks=torch.stack(masks, dim=1),  # [C, S, H, W]
-        support_slices=tuple(used))
+        extent = (start, stop - 1)
+    plan = chunk_plan(scans, extent, volume.image.shape[:2], chunks)
+    used = tuple(tuple(s.reorientation.range_to_scan(volume.canonical_axis, z, z + 1)[0] for z in chosen)
+                 for s, chosen in zip(supports, plan.support_slices))
+    return _LabelPlan(label, plan, used)
 
 
 # --- prediction ---------------------------------------------------------------------------------
-
-
-def load_predictor(checkpoint: PathLike, *, device: str = "auto", batch_size: int = 8
-                   ) -> tuple[Predictor, dict[str, Any]]:
-    """The model of ``checkpoint`` as a Predictor at its training image size, and a description.
-
-    ``device``: "auto" (a CUDA GPU when one is available, else the CPU), "cpu", "cuda" or "cuda:N".
-    """
-    import torch
-
-    from medfss.evaluation.predictor import EpisodicPredictor
-    from medfss.training.checkpoints import model_from_checkpoint, read_checkpoint
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"invalid device {device!r} ({exc}); use cpu or cuda") from None
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for but no CUDA GPU is available; use --device cpu")
-    data = read_checkpoint(checkpoint)
-    model, config = model_from_checkpoint(data, checkpoint)
-    predictor = EpisodicPredictor(model, image_size=config.data.image_size, batch_size=batch_size,
-                                  device=torch_device)
-    return predictor, {"checkpoint": str(checkpoint), "name": config.model.name,
-                       "options": dict(config.model.options), "image_size": config.data.image_size,
-                       "slice_orientation": data.get("slice_orientation"), "device": str(torch_device)}
-
-
-def _predict_slab(predictor: Predictor, plan: _LabelPlan, image: np.ndarray, batch_size: int, bar
-                  ) -> np.ndarray:
-    """Foreground probabilities of the slices plan.top..plan.bottom: [H, W, n] float32."""
-    import torch
-
-    slab = np.zeros((*image.shape[:2], plan.bottom - plan.top + 1), dtype=np.float32)  # [H, W, n]
-    for chunk, slices in enumerate(plan.chunk_slices):
-        for batch in np.array_split(slices, -(-len(slices) // batch_size)) if len(slices) else ():
-            queries = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image[..., batch], -1, 0)))  # [B, H, W]
-            probs = predictor.predict(plan.support_images[chunk], plan.support_masks[chunk], queries)
-            if tuple(probs.shape) != tuple(queries.shape):
-                raise ValueError(f"{type(predictor).__name__}.predict must return [Q, H, W] = "
-                                 f"{tuple(queries.shape)}, got {tuple(probs.shape)}")
-            slab[..., batch - plan.top] = np.moveaxis(probs.detach().cpu().float().numpy(), 0, -1)
-            bar.update()
-    return slab
 
 
 def _predict_labels(predictor: Predictor, plans: Sequence[_LabelPlan], volume: _QueryVolume, *,
@@ -496,48 +430,38 @@ def _predict_labels(predictor: Predictor, plans: Sequence[_LabelPlan], volume: _
                     progress: bool) -> tuple[np.ndarray, list[np.ndarray]]:
     """The multi-label map [H, W, D] uint8 and, if asked, each label's probabilities [H, W, D] float32.
 
-    Label by label: foreground = probability > threshold on the label's
-    extent, optionally cut to its largest component; a voxel claimed by
-    several labels goes to the most probable one.
+    Label by label (:func:`medfss.inference.predict_volume` on its plan):
+    foreground = probability > threshold on the label's extent, optionally
+    cut to its largest component; a voxel claimed by several labels goes to
+    the most probable one.
     """
     from tqdm.auto import tqdm
+
+    from medfss.inference import foreground, n_batches, predict_volume
 
     hwd = volume.image.shape  # [H, W, D], slicing axis last
     label_volume = np.zeros(hwd, dtype=np.uint8)  # [H, W, D]
     best = np.zeros(hwd, dtype=np.float32) if len(plans) > 1 else None  # [H, W, D]: the winner's probability
     kept = []
-    n_batches = sum(-(-len(chunk) // batch_size) for plan in plans for chunk in plan.chunk_slices)
-    with tqdm(total=n_batches, disable=not progress, unit="batch", desc="segment") as bar:
-        for plan in plans:
-            slab = _predict_slab(predictor, plan, volume.image, batch_size, bar)  # [H, W, n] of the extent
-            mask = slab > threshold
-            if largest_component:
-                mask = keep_largest_component(mask)
+    total = sum(n_batches(p.slices, batch_size) for p in plans)
+    with tqdm(total=total, disable=not progress, unit="batch", desc="segment") as bar:
+        for label, plan in ((p.label, p.slices) for p in plans):
+            slab = predict_volume(predictor, volume.image, plan, batch_size=batch_size,
+                                  progress=bar.update)  # [H, W, n] of the extent
+            mask = foreground(slab, threshold, largest_component)
             region = label_volume[..., plan.top:plan.bottom + 1]  # views on the extent's slices
             if best is None:
-                region[mask] = plan.label
+                region[mask] = label
             else:
                 best_region = best[..., plan.top:plan.bottom + 1]
                 wins = mask & (slab > best_region)
-                region[wins] = plan.label
+                region[wins] = label
                 best_region[wins] = slab[wins]
             if keep_probabilities:
                 full = np.zeros(hwd, dtype=np.float32)  # [H, W, D]
                 full[..., plan.top:plan.bottom + 1] = slab
                 kept.append(full)
     return label_volume, kept
-
-
-def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a boolean volume (all False stays all False)."""
-    from scipy import ndimage
-
-    components, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
-    if n <= 1:
-        return mask
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return components == int(sizes.argmax())
 
 
 # --- outputs ------------------------------------------------------------------------------------

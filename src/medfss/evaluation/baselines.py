@@ -10,7 +10,7 @@ learnt:
 * :class:`IntensityPrototypePredictor` is PANet's prototype matching with
   the network replaced by fixed image features: the score of intensity alone.
 
-Both implement :class:`~medfss.evaluation.predictor.Predictor`. Shapes:
+Both implement :class:`~medfss.inference.predictor.Predictor`. Shapes:
 S shots, Q query slices, C feature channels, K prototypes, H W spatial.
 """
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medfss.errors import ConfigError
-from medfss.evaluation.predictor import Predictor, check_predict_inputs
+from medfss.inference.predictor import Predictor, check_predict_inputs
 from medfss.nn.prototypes import cosine_similarity_map, masked_average_pooling
 
 

@@ -54,7 +54,7 @@ def random_episode(batch: int, shots: int, size: int, device: torch.device) -> E
 
 
 def _measure_training(config_dict: dict, settings: dict) -> dict:
-    from medfss.training.factory import build_model_from_config
+    from medfss.models.registry import build_model_from_config
     from medfss.training.schedule import build_optimizer
 
     config, bench = config_from_dict(config_dict), BenchmarkSettings(**settings)
@@ -80,8 +80,8 @@ def _measure_training(config_dict: dict, settings: dict) -> dict:
 
 
 def _measure_inference(config_dict: dict, settings: dict) -> dict:
-    from medfss.evaluation.predictor import EpisodicPredictor
-    from medfss.training.factory import build_model_from_config
+    from medfss.inference.predictor import EpisodicPredictor
+    from medfss.models.registry import build_model_from_config
 
     config, bench = config_from_dict(config_dict), BenchmarkSettings(**settings)
     model = build_model_from_config(config.model)

@@ -22,7 +22,7 @@ import torch
 from medfss.data.datasets import DatasetSpec
 from medfss.errors import ConfigError
 from medfss.evaluation.baselines import BASELINES, build_baseline
-from medfss.evaluation.predictor import EpisodicPredictor, Predictor
+from medfss.inference.predictor import Predictor
 
 
 def group_name(spec: DatasetSpec, class_name: str) -> str:
@@ -40,7 +40,7 @@ def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *
                       batch_size: int = 8) -> Callable[[int, str], Predictor]:
     """``(fold, class_name) -> Predictor`` for the baseline or trained model called ``model``.
 
-    Trained models are read with :func:`medfss.training.checkpoints.load_model`
+    Trained models are read with :func:`medfss.checkpoints.load_predictor`
     (``weights_only``), checked to be the named model, run at the image size
     they were trained at, and loaded once per distinct file.
     """
@@ -61,16 +61,12 @@ def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *
     loaded: dict[str, Predictor] = {}
 
     def predictor_for(fold: int, class_name: str) -> Predictor:
-        from medfss.training.checkpoints import load_model  # imports Lightning: only for trained models
+        from medfss.checkpoints import load_predictor  # imports the models: only for trained models
 
         path = checkpoint_path(checkpoint, fold, group_name(spec, class_name) if spec is not None else "")
         if path not in loaded:
             loaded.clear()  # one model in memory at a time: the protocol runs fold by fold
-            network, config = load_model(path)
-            if config.model.name != model:
-                raise ConfigError(f"{path} holds a {config.model.name!r} model, not {model!r}")
-            loaded[path] = EpisodicPredictor(network, image_size=config.data.image_size,
-                                             batch_size=batch_size, device=device)
+            loaded[path], _ = load_predictor(path, device=device, batch_size=batch_size, model_name=model)
         return loaded[path]
 
     return predictor_for

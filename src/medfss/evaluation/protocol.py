@@ -16,9 +16,11 @@ in the literature: this tells the model *which* slices hold the organ, which
 is why these scores are higher than those of a fully automatic method.
 ``extent="estimated"`` uses no query label: the support organ's relative
 position in its scan is mapped onto the query scan
-(:func:`estimate_query_extent`, the same estimate ``medfss segment`` uses),
-and slices outside it are background; either way the whole query volume is
-scored.
+(:func:`medfss.inference.estimate_query_extent`), slices outside it are
+background and only the largest 3D component is kept: exactly what
+``medfss segment`` outputs. Either way the whole query volume is scored.
+The support slices and the prediction loop are those of
+:mod:`medfss.inference`, shared with ``medfss segment``.
 
 Aggregation: each (fold, support) run averages its query volumes; the tables
 report the mean and standard deviation over runs (folds x support choices).
@@ -32,13 +34,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from medfss.data.datasets import Dataset, DatasetSpec, Volume
 from medfss.errors import ConfigError
 from medfss.evaluation.metrics import METRIC_NAMES, SegmentationScores, segmentation_scores
-from medfss.evaluation.predictor import Predictor, resize_slices
+from medfss.inference import (Predictor, SupportScan, chunk_plan, estimated_extent, foreground, full_volume,
+                              predict_volume)
 
 
 EXTENTS = ("gt", "estimated")
@@ -55,7 +57,8 @@ class ProtocolConfig:
     is itself deterministic. ``threshold`` turns the foreground probability
     into a mask (0.5 equals the argmax of a two-class softmax). ``extent``
     says which query slices are predicted: ``"gt"`` those of the class in the
-    query's ground truth, ``"estimated"`` those of :func:`estimate_query_extent`.
+    query's ground truth, ``"estimated"`` those of
+    :func:`medfss.inference.estimate_query_extent`, post-processed as ``medfss segment`` does.
     """
 
     dataset: str
@@ -102,82 +105,14 @@ class ProtocolConfig:
             spec.class_index(name)  # raises ConfigError listing the valid names
         return replace(self, classes=tuple(classes))
 
+    @property
+    def largest_component(self) -> bool:
+        """Whether predictions keep only their largest 3D component: as ``medfss segment``, without query labels."""
+        return self.extent == "estimated"
+
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-def chunk_support_slices(support_slices: Sequence[int], n_chunks: int) -> list[int]:
-    """The support slice of each of ``n_chunks`` chunks: the middle of the chunk.
-
-    support_slices: the ascending indices of the slices holding the class in
-    the support volume (``range(top, bottom + 1)`` when it has no gap). Of its
-    n entries, chunk i takes the one at position floor((i + 1/2) n / C), the
-    middle of the chunk's share of the extent. This is SSL-ALPNet's code
-    (``int(pct * n)`` with pct = 1/(2C) + i/C, in exact integer arithmetic:
-    its floats round a few cases down, e.g. n = 18), so support choices match
-    the published numbers; for C = 3 the slice always lies in query chunk i of
-    :func:`assign_query_chunks` (for other C and extents shorter than 2C it
-    can fall in the chunk before). Picking from the list rather than from
-    the extent means a gap in the labels never hands the model an empty
-    support mask. Lists shorter than C repeat slices, so every chunk has one.
-    """
-    if n_chunks < 1:
-        raise ValueError(f"n_chunks must be at least 1 (3 is the standard), got {n_chunks}")
-    slices = [int(z) for z in support_slices]
-    if not slices:
-        raise ValueError("support_slices is empty: the support volume does not contain the class")
-    if any(b <= a for a, b in zip(slices, slices[1:])):
-        raise ValueError(f"support_slices must be strictly ascending slice indices, got {slices}")
-    n = len(slices)
-    return [slices[(2 * i + 1) * n // (2 * n_chunks)] for i in range(n_chunks)]
-
-
-def assign_query_chunks(query_extent: tuple[int, int], n_chunks: int) -> list[int]:
-    """The chunk index of every slice from top to bottom (inclusive) of ``query_extent``.
-
-    For n = bottom - top + 1 slices, slice z goes to chunk floor((z - top) C / n):
-    C chunks whose sizes differ by at most one, the larger ones first
-    (n = 10, C = 3 gives 4, 3, 3). An extent shorter than C slices leaves the
-    last chunks empty. (SSL-ALPNet's code divides by bottom - top instead of
-    n, which moves a slice into the last chunk for some n; we keep the equal
-    chunks its paper describes.)
-    """
-    if n_chunks < 1:
-        raise ValueError(f"n_chunks must be at least 1 (3 is the standard), got {n_chunks}")
-    top, bottom = (int(z) for z in query_extent)
-    if not 0 <= top <= bottom:
-        raise ValueError(f"query_extent must be (top, bottom) with 0 <= top <= bottom, got {query_extent}")
-    n = bottom - top + 1
-    return [j * n_chunks // n for j in range(n)]
-
-
-def estimate_query_extent(support_extents: Sequence[tuple[int, int]], support_depths: Sequence[int],
-                          query_range: tuple[int, int]) -> tuple[int, int]:
-    """The query slices that should hold the class, from where it lies in the support scans.
-
-    Slice z of an n-slice scan covers the relative interval [z/n, (z+1)/n).
-    A support class on slices top..bottom (inclusive) of n slices covers
-    [top/n, (bottom+1)/n); on the m = stop - start query slices of
-    ``query_range`` (half-open) that interval is slices
-    start + floor(top m / n) .. start + ceil((bottom + 1) m / n) - 1,
-    computed in exact integer arithmetic. With several supports (k-shot) the
-    union of their intervals is returned, so no shot's extent is cut.
-    Returns (top, bottom), inclusive, within ``query_range``.
-    """
-    start, stop = (int(v) for v in query_range)
-    if not 0 <= start < stop:
-        raise ValueError(f"query_range must be (start, stop) with 0 <= start < stop, got {query_range}")
-    if not support_extents or len(support_extents) != len(support_depths):
-        raise ValueError(f"give one (top, bottom) extent per support depth, got {len(support_extents)} "
-                         f"extents and {len(support_depths)} depths")
-    m = stop - start
-    tops, bottoms = [], []
-    for (top, bottom), n in zip(support_extents, support_depths):
-        if not 0 <= top <= bottom < n:
-            raise ValueError(f"support extent ({top}, {bottom}) must satisfy 0 <= top <= bottom < {n}")
-        tops.append(start + top * m // n)
-        bottoms.append(start - (-(bottom + 1) * m // n) - 1)  # ceil((bottom + 1) m / n) - 1
-    return min(tops), max(bottoms)
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {**values, "largest_component": self.largest_component}
 
 
 def support_case_ids(fold_cases: Sequence[str], support_index: int, shots: int) -> tuple[str, ...]:
@@ -190,55 +125,6 @@ def support_case_ids(fold_cases: Sequence[str], support_index: int, shots: int) 
         raise ConfigError(f"{shots}-shot needs at least {shots + 1} test volumes per fold (one left as a "
                           f"query) but the fold has {n}; use fewer shots")
     return tuple(fold_cases[(support_index + j) % n] for j in range(shots))
-
-
-def support_chunks(supports: Sequence[Volume], class_index: int, n_chunks: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The support slices of every chunk from every support volume.
-
-    Returns images and masks [C, S, H, W] float32 (C chunks, S = shots).
-    """
-    images, masks = [], []
-    for volume in supports:
-        slices = volume.class_slices(class_index)
-        if slices.size == 0:
-            raise ConfigError(f"support volume {volume.case_id} does not contain class {class_index}; "
-                              "choose another support index")
-        chosen = chunk_support_slices(slices, n_chunks)
-        images.append(np.moveaxis(volume.image[..., chosen], -1, 0))  # [C, H, W]
-        masks.append(np.moveaxis(volume.label[..., chosen] == class_index, -1, 0))  # [C, H, W]
-    return (torch.from_numpy(np.stack(images, axis=1).astype(np.float32)),  # [C, S, H, W]
-            torch.from_numpy(np.stack(masks, axis=1).astype(np.float32)))  # [C, S, H, W]
-
-
-def predict_query_volume(predictor: Predictor, support_images: torch.Tensor, support_masks: torch.Tensor,
-                         query_image: np.ndarray, query_extent: tuple[int, int],
-                         threshold: float = 0.5) -> np.ndarray:
-    """Segment one query volume chunk by chunk; slices outside ``query_extent`` are background.
-
-    support_images, support_masks: [C, S, h, w] from :func:`support_chunks`,
-    resized to the query's in-plane size when it differs; query_image: [H, W, D].
-    Returns the binary prediction [H, W, D] bool (probability > ``threshold``).
-    """
-    size = query_image.shape[:2]
-    n_chunks = support_images.shape[0]
-    top = query_extent[0]
-    chunk_of = np.asarray(assign_query_chunks(query_extent, n_chunks))  # [n]
-    prediction = np.zeros(query_image.shape, dtype=bool)  # [H, W, D]
-    for chunk in range(n_chunks):
-        slices = top + np.flatnonzero(chunk_of == chunk)  # query slice indices of this chunk
-        if slices.size == 0:
-            continue
-        sup_img = resize_slices(support_images[chunk], size, "bilinear")  # [S, H, W]
-        sup_msk = (resize_slices(support_masks[chunk], size, "bilinear") > 0.5).float()  # [S, H, W]
-        queries = torch.from_numpy(np.ascontiguousarray(np.moveaxis(query_image[..., slices], -1, 0),
-                                                        dtype=np.float32))  # [Q, H, W]
-        probabilities = predictor.predict(sup_img, sup_msk, queries)  # [Q, H, W]
-        if tuple(probabilities.shape) != tuple(queries.shape):
-            raise ValueError(f"{type(predictor).__name__}.predict must return [Q, H, W] = "
-                             f"{tuple(queries.shape)}, got {tuple(probabilities.shape)}")
-        prediction[..., slices] = np.moveaxis(probabilities.detach().cpu().numpy() > threshold, 0, -1)
-    return prediction
 
 
 @dataclass(frozen=True)
@@ -373,21 +259,30 @@ def score_queries(predictor: Predictor, supports: Sequence[Volume], queries: Seq
                   class_index: int, config: ProtocolConfig) -> Iterator[QueryResult]:
     """Predict and score ``class_index`` on each query volume that contains it.
 
-    A query volume without the class is skipped under either ``extent``
-    (it has no Dice; its absence shows in the run's query list).
+    The prediction is :func:`medfss.inference.predict_volume` on a chunk-rule
+    plan, the path ``medfss segment`` takes. With ``extent="estimated"`` it
+    is post-processed as ``medfss segment`` does (largest 3D component), so
+    the score is that of the tool's output; with ``"gt"`` it is not, as in
+    the literature. A query volume without the class is skipped under either
+    ``extent`` (it has no Dice; its absence shows in the run's query list).
     """
-    sup_img, sup_msk = support_chunks(supports, class_index, config.chunks)  # [C, S, H, W]
-    support_extents = [s.class_extent(class_index) for s in supports]
+    support_scans = [SupportScan(s.image, s.label == class_index) for s in supports]
+    for support, scan in zip(supports, support_scans):
+        if not scan.mask.any():
+            raise ConfigError(f"support volume {support.case_id} does not contain class {class_index}; "
+                              "choose another support index")
     for query in queries:
         truth = query.label == class_index  # [H, W, D]
         if not truth.any():
             continue
         if config.extent == "estimated":
-            extent = estimate_query_extent(support_extents, [s.num_slices for s in supports],
-                                           (0, query.num_slices))
+            extent = estimated_extent(support_scans, (0, query.num_slices))
         else:
             extent = query.class_extent(class_index)
-        prediction = predict_query_volume(predictor, sup_img, sup_msk, query.image, extent, config.threshold)
+        plan = chunk_plan(support_scans, extent, query.image.shape[:2], config.chunks)
+        probabilities = predict_volume(predictor, query.image, plan)  # [H, W, n]
+        mask = foreground(probabilities, config.threshold, config.largest_component)
+        prediction = full_volume(mask, plan, query.num_slices)  # [H, W, D]
         yield QueryResult(query.case_id, segmentation_scores(prediction, truth, query.spacing))
 
 

@@ -14,6 +14,7 @@ from typing import Callable
 
 from torch import nn
 
+from medfss.config import ModelConfig
 from medfss.errors import ConfigError
 from medfss.models.alpnet import ALPNet, ALPNetConfig
 from medfss.models.base import FewShotSegmenter
@@ -64,3 +65,8 @@ def build_model(name: str, *, backbone: str = "resnet101", pretrained: str | os.
     if pretrained is not None:
         load_backbone_weights(encoder, pretrained)
     return model_class(encoder, settings)
+
+
+def build_model_from_config(model: ModelConfig) -> FewShotSegmenter:
+    """The untrained model a config's ``model`` section describes."""
+    return build_model(model.name, **model.options)

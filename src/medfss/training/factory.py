@@ -1,9 +1,9 @@
-"""Config -> parts: the model and the episode sampler a training run needs.
+"""Config -> the episode sampler a training run needs.
 
-These two functions are the only place where the trainer meets the model
-registry and the data pipeline; everything else in :mod:`medfss.training`
-takes built parts, so it runs just as well with any model or sampler passed
-in by hand (the tests do so).
+With :func:`medfss.models.registry.build_model_from_config` for the model,
+this is the only place where the trainer meets the data pipeline; everything
+else in :mod:`medfss.training` takes built parts, so it runs just as well
+with any model or sampler passed in by hand (the tests do so).
 """
 
 from __future__ import annotations
@@ -11,20 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medfss.config import ModelConfig, TrainConfig
+from medfss.config import TrainConfig
 from medfss.data.datasets import Dataset
 from medfss.errors import ConfigError
-from medfss.models.base import FewShotSegmenter
 
 if TYPE_CHECKING:
     from medfss.data.samplers import EpisodeSampler
-
-
-def build_model_from_config(model: ModelConfig) -> FewShotSegmenter:
-    """``medfss.models.registry.build_model(name, **options)``."""
-    from medfss.models.registry import build_model  # imports every model: only when one is built
-
-    return build_model(model.name, **model.options)
 
 
 def build_episode_sampler(config: TrainConfig, run_dir: str | Path) -> EpisodeSampler:

@@ -7,7 +7,7 @@ A run folder holds, after training::
                              iterations and at the end: resume from it
     logs/csv/version_N/      metrics.csv (every loss term, lr), one version per (re)start
     logs/tensorboard/...     the same for TensorBoard, when it is installed
-    model.pt                 the exported model for inference (see checkpoints.export_model)
+    model.pt                 the exported model for inference (see medfss.checkpoints.export_model)
     training.json            iterations done, training wall time (summed over resumptions),
                              machine and code revision
 
@@ -18,7 +18,6 @@ section; each DDP rank draws its own episodes.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import time
 from pathlib import Path
@@ -28,13 +27,12 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
+from medfss.checkpoints import checkpoint_config, export_model, read_checkpoint, record_training
 from medfss.config import TrainConfig, config_to_dict, save_config
-from medfss.data.io import write_text_atomic
-from medfss.provenance import provenance
 from medfss.errors import ConfigError
 from medfss.models.base import FewShotSegmenter
-from medfss.training.checkpoints import checkpoint_config, export_model, read_checkpoint
-from medfss.training.factory import build_episode_sampler, build_model_from_config
+from medfss.models.registry import build_model_from_config
+from medfss.training.factory import build_episode_sampler
 from medfss.training.module import EpisodeDataModule, EpisodicModule
 
 if TYPE_CHECKING:
@@ -144,16 +142,6 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: str | os.P
     out = run_dir / "model.pt"
     if trainer.is_global_zero:
         export_model(last, out)
-        _record_training(run_dir, trainer.global_step, elapsed, resumed=resume is not None)
+        record_training(run_dir, trainer.global_step, elapsed, resumed=resume is not None)
     return out
 
-
-def _record_training(run_dir: Path, iterations: int, elapsed_s: float, resumed: bool) -> None:
-    """Write ``training.json``: iterations and wall time, summed over the resumptions of the run."""
-    path = run_dir / "training.json"
-    previous = json.loads(path.read_text()) if resumed and path.is_file() else {}
-    sessions = [*previous.get("sessions", []), {"iterations_at_end": iterations, "wall_time_s": elapsed_s,
-                                                **provenance()}]
-    record = {"iterations": iterations, "wall_time_s": sum(s["wall_time_s"] for s in sessions),
-              "sessions": sessions}
-    write_text_atomic(json.dumps(record, indent=2) + "\n", path)

@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from medfss.checkpoints import checkpoint_metadata
 from medfss.config import TrainConfig
 from medfss.data.episodes import Episode
 from medfss.models.base import FewShotSegmenter
-from medfss.training.checkpoints import checkpoint_metadata
 from medfss.training.schedule import build_optimizer
 from medfss.training.stream import StepEpisodes, torch_step_seed
 

@@ -47,11 +47,13 @@ def _table(results: dict) -> list[str]:
 
 def model_card(run_dir: Path, evaluations: list[dict], size_bytes: int) -> str:
     """The markdown card of the model trained in ``run_dir`` and scored by ``evaluations``."""
-    from medfss.training.checkpoints import read_checkpoint
+    from medfss.checkpoints import read_checkpoint, read_training_record
 
     data = read_checkpoint(run_dir / "model.pt")
     config = data["config"]
-    training = json.loads((run_dir / "training.json").read_text())
+    training = read_training_record(run_dir / "model.pt")
+    if training is None:
+        raise ConfigError(f"{run_dir}: no training.json beside model.pt (the card reports training cost)")
     last = training["sessions"][-1]
     dataset = config["data"]["dataset"]
     lines = [

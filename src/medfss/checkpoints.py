@@ -1,4 +1,11 @@
-"""Checkpoints: what they hold, how to read them safely, and the light export for inference.
+"""Checkpoints: what they hold, how to read them safely, the light export, and the one loader of weights.
+
+Training writes checkpoints through this module and every inference path
+(``medfss segment``, ``evaluate``, ``explain``, ``demo``) reads them through
+:func:`load_model` / :func:`load_predictor`: the one place where weights are
+loaded. It sits below :mod:`medfss.training` and :mod:`medfss.evaluation`
+and imports neither. The training record (``training.json`` beside a run's
+``model.pt``) is written and read here too.
 
 Two kinds of file hold a trained model:
 
@@ -18,6 +25,7 @@ a checkpoint never runs code from it.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from collections.abc import Callable
@@ -29,10 +37,12 @@ from packaging.version import InvalidVersion, Version
 
 from medfss import __version__
 from medfss.config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
-from medfss.data.io import write_atomic
+from medfss.data.io import write_atomic, write_text_atomic
 from medfss.errors import ConfigError, InputFileError
+from medfss.inference.predictor import EpisodicPredictor
 from medfss.models.base import FewShotSegmenter
-from medfss.training.factory import build_model_from_config
+from medfss.models.registry import build_model_from_config
+from medfss.provenance import provenance
 
 METADATA_KEYS = ("config", "medfss_version", "model_name")
 OPTIONAL_METADATA_KEYS = ("slice_orientation",)
@@ -145,3 +155,64 @@ def model_from_checkpoint(data: dict[str, Any], path: str | os.PathLike,
         raise InputFileError(f"{path}: weights do not fit the {config.model.name!r} model of its config "
                              f"({_first_line(exc)})") from None
     return model.eval(), config
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` (a CUDA GPU when one is available, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"invalid device {device!r} ({exc}); use cpu or cuda") from None
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for but no CUDA GPU is available; use --device cpu")
+    return torch_device
+
+
+def load_predictor(path: str | os.PathLike, *, device: str | torch.device = "auto", batch_size: int = 8,
+                   model_name: str | None = None) -> tuple[EpisodicPredictor, dict[str, Any]]:
+    """The model of ``path`` as a Predictor at its training image size, and a description of it.
+
+    ``model_name``: when given, the checkpoint must hold that model (a
+    :class:`ConfigError` otherwise). The description holds the checkpoint,
+    model name and options, image size, the training voxel order
+    (``slice_orientation``) and the device.
+    """
+    torch_device = resolve_device(device)
+    data = read_checkpoint(path)
+    model, config = model_from_checkpoint(data, path)
+    if model_name is not None and config.model.name != model_name:
+        raise ConfigError(f"{path} holds a {config.model.name!r} model, not {model_name!r}")
+    predictor = EpisodicPredictor(model, image_size=config.data.image_size, batch_size=batch_size,
+                                  device=torch_device)
+    return predictor, {"checkpoint": str(path), "name": config.model.name,
+                       "options": dict(config.model.options), "image_size": config.data.image_size,
+                       "slice_orientation": data.get("slice_orientation"), "device": str(torch_device)}
+
+
+# --- the training record ---------------------------------------------------------------------
+
+TRAINING_RECORD = "training.json"  # beside a run's model.pt
+
+
+def record_training(run_dir: str | os.PathLike, iterations: int, elapsed_s: float, resumed: bool) -> Path:
+    """Write ``training.json``: iterations and wall time, summed over the resumptions of the run."""
+    path = Path(run_dir) / TRAINING_RECORD
+    previous = json.loads(path.read_text()) if resumed and path.is_file() else {}
+    sessions = [*previous.get("sessions", []), {"iterations_at_end": iterations, "wall_time_s": elapsed_s,
+                                                **provenance()}]
+    record = {"iterations": iterations, "wall_time_s": sum(s["wall_time_s"] for s in sessions),
+              "sessions": sessions}
+    return write_text_atomic(json.dumps(record, indent=2) + "\n", path)
+
+
+def read_training_record(model_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``training.json`` beside ``model_path`` (a run's model.pt), or None when there is none."""
+    path = Path(model_path).parent / TRAINING_RECORD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputFileError(f"{path}: unreadable training record ({_first_line(exc)})") from None

@@ -1,6 +1,6 @@
-"""The one interface the evaluation protocol calls.
+"""The one interface every inference path calls.
 
-The protocol is written once against :class:`Predictor`: given the support
+Inference is written once against :class:`Predictor`: given the support
 slices of one chunk and the query slices of the matching chunk, return the
 foreground probability of every query pixel. Trained networks reach it
 through :class:`EpisodicPredictor`, which turns the call into the

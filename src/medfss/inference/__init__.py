@@ -1,0 +1,21 @@
+"""The one inference path of every few-shot model.
+
+    plan       which support slices serve which query slices (:class:`SlicePlan`; the chunk rule,
+               with a given or an estimated extent)
+    volume     predict_volume(predictor, query, plan): the batched loop; threshold + largest component
+    predictor  the Predictor interface and EpisodicPredictor, the adapter of a trained model
+
+``medfss evaluate`` adds scoring on top (:mod:`medfss.evaluation.protocol`);
+``medfss segment`` adds reorientation, intensity normalisation and multi-label
+assembly (:mod:`medfss.scan_segmentation`). Trained weights are loaded by
+:func:`medfss.checkpoints.load_predictor`.
+"""
+
+from medfss.inference.plan import (SliceGroup, SlicePlan, SupportScan, assign_query_chunks, chunk_plan,
+                                   chunk_support_slices, estimate_query_extent, estimated_extent)
+from medfss.inference.predictor import EpisodicPredictor, Predictor, resize_slices
+from medfss.inference.volume import foreground, full_volume, keep_largest_component, n_batches, predict_volume
+
+__all__ = ["EpisodicPredictor", "Predictor", "SliceGroup", "SlicePlan", "SupportScan", "assign_query_chunks",
+           "chunk_plan", "chunk_support_slices", "estimate_query_extent", "estimated_extent", "foreground",
+           "full_volume", "keep_largest_component", "n_batches", "predict_volume", "resize_slices"]
