@@ -185,10 +185,15 @@ def test_bad_episodes_raise_value_error(name):
 # --- what the models compute -------------------------------------------------------------------------
 
 
-def test_alpnet_uses_the_training_or_inference_window():
-    model = slim("alpnet", pool_window_train=4, pool_window_eval=2)
-    assert model.pool_window == 4
-    assert model.eval().pool_window == 2
+def test_alpnet_pools_local_prototypes_with_the_window_of_its_mode():
+    episode = square_episode(size=64)
+    torch.manual_seed(0)
+    encoder = build_backbone("resnet18-slim")
+    alpnet = ALPNet(copy.deepcopy(encoder), ALPNetConfig(pool_window_train=None, pool_window_eval=2))
+    panet = PANet(encoder)  # class-level prototypes only
+    with torch.no_grad():
+        assert torch.equal(alpnet.train()(episode), panet.train()(episode))  # no window in training
+        assert not torch.allclose(alpnet.eval()(episode), panet.eval()(episode))  # 2 x 2 windows at inference
 
 
 def test_panet_computes_alpnet_without_local_prototypes_bit_for_bit():
