@@ -1,7 +1,8 @@
-"""ALPNet and PANet behind the FewShotSegmenter contract, their losses, and the model registry."""
+"""The shared FewShotSegmenter base, ALPNet and PANet on it, their losses, and the model registry."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -10,17 +11,18 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from medfss.checkpoints import load_model, model_state_dict, read_checkpoint
 from medfss.config import ModelConfig, load_config
 from medfss.data.episodes import Episode
 from medfss.errors import ConfigError, InputFileError
 from medfss.models.alpnet import ALPNet, ALPNetConfig
-from medfss.models.base import FewShotSegmenter
+from medfss.models.base import FewShotSegmenter, LossWeights
 from medfss.models.panet import PANet, PANetConfig
-from medfss.models.registry import MODELS, build_model, model_options
+from medfss.models.registry import MODELS, build_model, build_model_from_config, model_options
 from medfss.nn.backbones import build_backbone
 from medfss.nn.losses import prototype_alignment_loss, weighted_cross_entropy
 from medfss.nn.prototypes import cosine_similarity_map, masked_average_pooling
-from medfss.models.registry import build_model_from_config
+from medfss.weights import DEFAULT_MODEL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SLIM = {"backbone": "resnet18-slim"}
@@ -83,30 +85,12 @@ def test_loss_is_finite_and_every_parameter_gets_a_gradient(name, shots):
     assert not no_gradient
 
 
-def test_align_weight_scales_or_removes_the_alignment_term():
-    episode = square_episode()
-    off = slim("alpnet", align_weight=0.0).loss(episode)
-    assert set(off) == {"loss", "ce"} and torch.equal(off["loss"], off["ce"])
-    half = slim("alpnet", align_weight=0.5).loss(episode)
-    torch.testing.assert_close(half["loss"], half["ce"] + 0.5 * half["align"])
-
-
 @pytest.mark.parametrize("kind", ["empty_support", "empty_query"])
 def test_empty_masks_give_finite_logits_and_loss(kind):
     model = slim("alpnet")
     episode = square_episode(**{kind: True})
     assert torch.isfinite(model(episode)).all()
     assert all(torch.isfinite(value) for value in model.loss(episode).values())
-
-
-def test_bad_episodes_raise_value_error():
-    model = slim("alpnet")
-    episode = square_episode()
-    nan_query = dataclasses.replace(episode, query_images=episode.query_images.clone().fill_(float("nan")))
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        model(nan_query)
-    with pytest.raises(ValueError, match="needs an episode with query_masks"):
-        model.loss(dataclasses.replace(episode, query_masks=None))
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -124,22 +108,111 @@ def test_sgd_steps_reduce_the_loss(name):
     assert min(losses[-3:]) < 0.7 * losses[0], losses
 
 
+# --- the shared base: encoding, upsampling, the loss and its extension hook ----------------------------
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_forward_upsamples_the_classify_logits_of_one_encoder_pass(name):
+    model = slim(name).eval()
+    episode = square_episode(shots=2, size=40)
+    calls = []
+    model.encoder.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape))
+    with torch.no_grad():
+        logits = model(episode)
+        assert calls == [(2 * 2 + 2, 1, 40, 40)]  # support and query in one pass
+        support, query = model.encode(episode)
+        assert support.shape == (2, 2, 128, 5, 5) and query.shape == (2, 128, 5, 5)
+        small = model.classify(query, support, episode.support_masks)  # [B, 2, h, w]
+    assert small.shape == (2, 2, 5, 5)
+    torch.testing.assert_close(logits, F.interpolate(small, size=(40, 40), mode="bilinear", align_corners=False))
+
+
+@pytest.mark.parametrize("name, weights", [("alpnet", {}), ("panet", {"align_weight": 0.5, "bg_weight": 1.0}),
+                                           ("lmsnet", {"fg_weight": 2.0}), ("flmsnet", {"align_weight": 0.0})])
+def test_every_model_trains_on_the_shared_weighted_ce_plus_alignment_loss(name, weights):
+    model = slim(name, **weights)
+    w = LossWeights(**weights)
+    episode = square_episode(shots=2)
+    terms = model.loss(episode)
+    support, query = model.encode(episode)
+    logits = model.classify(query, support, episode.support_masks)  # [B, 2, h, w]
+    ce = weighted_cross_entropy(F.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False),
+                                episode.query_masks, w.bg_weight, w.fg_weight)
+    torch.testing.assert_close(terms["ce"], ce)
+    if w.align_weight == 0:
+        assert set(terms) == {"loss", "ce"} and torch.equal(terms["loss"], terms["ce"])
+        return
+    align = prototype_alignment_loss(model.classify, query, logits, support, episode.support_masks)
+    assert set(terms) == {"loss", "ce", "align"}
+    torch.testing.assert_close(terms["align"], align)
+    torch.testing.assert_close(terms["loss"], ce + w.align_weight * align)
+
+
+class PANetWithPenalty(PANet):
+    """A model with one extra loss term: the mean squared foreground logit, weight 0.5."""
+
+    def extra_loss_terms(self, episode, support_features, query_features, logits):
+        return {"penalty": (0.5, logits[:, 1].pow(2).mean())}
+
+
+def test_extra_loss_terms_are_weighted_into_the_total_and_reported():
+    episode = square_episode()
+    torch.manual_seed(0)
+    model = PANetWithPenalty(build_backbone("resnet18-slim"))
+    terms = model.loss(episode)
+    support, query = model.encode(episode)
+    penalty = model.classify(query, support, episode.support_masks)[:, 1].pow(2).mean()
+    assert list(terms) == ["loss", "ce", "align", "penalty"]
+    torch.testing.assert_close(terms["penalty"], penalty)
+    torch.testing.assert_close(terms["loss"], terms["ce"] + terms["align"] + 0.5 * penalty)
+    model.extra_loss_terms = lambda *args: {"align": (1.0, penalty)}
+    with pytest.raises(ValueError, match="extra loss term 'align' clashes"):
+        model.loss(episode)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_bad_episodes_raise_value_error(name):
+    model = slim(name)
+    episode = square_episode()
+    nan_query = dataclasses.replace(episode, query_images=episode.query_images.clone().fill_(float("nan")))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model(nan_query)
+    with pytest.raises(ValueError, match="needs an episode with query_masks"):
+        model.loss(dataclasses.replace(episode, query_masks=None))
+
+
 # --- what the models compute -------------------------------------------------------------------------
 
 
-def test_alpnet_uses_the_training_or_inference_window():
-    model = slim("alpnet", pool_window_train=4, pool_window_eval=2)
-    assert model.pool_window == 4
-    assert model.eval().pool_window == 2
-
-
-def test_panet_is_alpnet_without_local_prototypes():
-    episode = square_episode(shots=2)
-    panet = slim("panet", seed=1).eval()
-    alpnet = slim("alpnet", seed=1, pool_window_train=None, pool_window_eval=None).eval()
+def test_alpnet_pools_local_prototypes_with_the_window_of_its_mode():
+    episode = square_episode(size=64)
+    torch.manual_seed(0)
+    encoder = build_backbone("resnet18-slim")
+    alpnet = ALPNet(copy.deepcopy(encoder), ALPNetConfig(pool_window_train=None, pool_window_eval=2))
+    panet = PANet(encoder)  # class-level prototypes only
     with torch.no_grad():
-        torch.testing.assert_close(panet(episode), alpnet(episode))
-        torch.testing.assert_close(panet.train()(episode), alpnet.train()(episode))
+        assert torch.equal(alpnet.train()(episode), panet.train()(episode))  # no window in training
+        assert not torch.allclose(alpnet.eval()(episode), panet.eval()(episode))  # 2 x 2 windows at inference
+
+
+def test_panet_computes_alpnet_without_local_prototypes_bit_for_bit():
+    # the PANet runs in results/ were ALPNet with pool windows None: the PANet class must reproduce them exactly
+    episode = square_episode(shots=2, seed=4)
+    torch.manual_seed(1)
+    encoder = build_backbone("resnet18-slim")
+    panet = PANet(copy.deepcopy(encoder), PANetConfig(align_weight=0.5))
+    alpnet = ALPNet(encoder, ALPNetConfig(pool_window_train=None, pool_window_eval=None, align_weight=0.5))
+    for mode in (True, False):
+        panet.train(mode)
+        alpnet.train(mode)
+        assert torch.equal(panet(episode), alpnet(episode))
+        ours, theirs = panet.loss(episode), alpnet.loss(episode)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    ours["loss"].backward()
+    theirs["loss"].backward()
+    alpnet_gradients = dict(alpnet.named_parameters())
+    for name, parameter in panet.named_parameters():
+        assert torch.equal(parameter.grad, alpnet_gradients[name].grad), name
 
 
 def test_panet_logits_are_scaled_cosine_to_the_masked_average_prototypes():
@@ -151,17 +224,6 @@ def test_panet_logits_are_scaled_cosine_to_the_masked_average_prototypes():
         fg = episode.support_masks[:, 0]
         prototypes = torch.stack([masked_average_pooling(support[:, 0], mask) for mask in (1 - fg, fg)], dim=1)
         torch.testing.assert_close(logits, cosine_similarity_map(query, prototypes, scale=20.0))
-
-
-def test_alpnet_forward_upsamples_its_feature_grid_logits():
-    model = slim("alpnet").eval()
-    episode = square_episode(size=40)
-    with torch.no_grad():
-        support, query = model.encode(episode)
-        assert support.shape == (2, 1, 128, 5, 5) and query.shape == (2, 128, 5, 5)
-        small = model.classify(query, support, episode.support_masks)
-        expected = F.interpolate(small, size=(40, 40), mode="bilinear", align_corners=False)
-        torch.testing.assert_close(model(episode), expected)
 
 
 # --- losses ---------------------------------------------------------------------------------------------
@@ -200,26 +262,39 @@ def test_alignment_loss_segments_the_support_with_the_query_prediction():
 # --- registry ------------------------------------------------------------------------------------------
 
 
-def test_registry_builds_each_model_with_its_settings():
+def test_registry_options_reach_what_the_model_computes():
     assert set(MODELS) == {"alpnet", "panet", "lmsnet", "flmsnet"}
+    episode = square_episode()
+    torch.manual_seed(0)
     alpnet = build_model("alpnet", **SLIM, pool_window_eval=1, threshold=0.9, alpha=10.0, align_weight=0.0,
                          bg_weight=0.1, fg_weight=2.0)
-    assert isinstance(alpnet, ALPNet) and alpnet.config == ALPNetConfig(4, 1, 0.9, 10.0, 0.0, 0.1, 2.0)
+    torch.manual_seed(0)
+    by_hand = ALPNet(build_backbone("resnet18-slim"), ALPNetConfig(pool_window_eval=1, threshold=0.9, alpha=10.0,
+                                                                   align_weight=0.0, bg_weight=0.1, fg_weight=2.0))
+    assert isinstance(alpnet, ALPNet) and alpnet.eval().pool_window == 1
+    with torch.no_grad():
+        assert torch.equal(alpnet(episode), by_hand.eval()(episode))
+        terms = alpnet.loss(episode)
+        assert set(terms) == {"loss", "ce"}
+        torch.testing.assert_close(terms["ce"], weighted_cross_entropy(alpnet(episode), episode.query_masks, 0.1, 2.0))
     panet = build_model("panet", **SLIM, bg_weight=1.0)
-    assert isinstance(panet, PANet) and panet.config == PANetConfig(bg_weight=1.0).as_alpnet()
+    assert isinstance(panet, PANet) and panet.loss_weights.bg_weight == 1.0
     assert "pool_window_train" not in model_options("panet") and "pretrained" in model_options("panet")
 
 
 @pytest.mark.parametrize("name, options, message", [
     ("unet", {}, r"^unknown model 'unet'; valid models: alpnet, panet, lmsnet, flmsnet$"),
     ("alpnet", {"window": 4}, r"^model 'alpnet': unknown option\(s\) window; valid options: backbone, pretrained, "
-                              r"pool_window_train, "),
+                              r"align_weight, bg_weight, fg_weight, pool_window_train, "),
     ("panet", {"pool_window_train": 4}, r"unknown option\(s\) pool_window_train; valid options: backbone, "),
     ("alpnet", {"threshold": 1.5}, r"threshold must be in \(0, 1\]"),
     ("alpnet", {"threshold": "high"}, r"threshold must be in \(0, 1\]"),
-    ("alpnet", {"pool_window_eval": 0}, "pool_window_eval must be a positive integer"),
-    ("alpnet", {"align_weight": -1}, "align_weight must be >= 0"),
+    ("alpnet", {"pool_window_eval": 0}, "pool_window_eval must be a positive integer or None"),
+    ("alpnet", {"pool_window_train": True}, "pool_window_train must be a positive integer or None"),
+    ("alpnet", {"align_weight": -1}, r"align_weight must be >= 0 \(0 turns the alignment loss off\)"),
     ("panet", {"alpha": 0}, "alpha must be a positive number"),
+    ("panet", {"alpha": True}, "alpha must be a positive number, got True"),
+    ("panet", {"bg_weight": "0.05"}, "bg_weight must be a positive number, got '0.05'"),
     ("alpnet", {"backbone": "vgg16"}, "unknown backbone 'vgg16'; valid backbones: "),
 ])
 def test_registry_errors_are_one_clear_line(name, options, message):
@@ -237,6 +312,15 @@ def test_registry_loads_pretrained_backbone_weights(tmp_path):
         torch.testing.assert_close(model.encoder.state_dict()[key], value)
     with pytest.raises(InputFileError, match="pretrained weights not found"):
         build_model("alpnet", **SLIM, pretrained=str(tmp_path / "missing.pth"))
+
+
+def test_the_bundled_alpnet_checkpoint_loads_strictly_with_its_parameter_names():
+    state = model_state_dict(read_checkpoint(DEFAULT_MODEL))  # the file saved before the models shared a base
+    model, config = load_model(DEFAULT_MODEL)  # the registry's ALPNet, load_state_dict(strict=True)
+    assert type(model) is ALPNet and config.model.name == "alpnet"
+    assert list(model.state_dict()) == list(state) and all(key.startswith("encoder.") for key in state)
+    assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+    model.load_state_dict(state, strict=True)
 
 
 @pytest.mark.parametrize("config_name", ["alpnet_cpu", "panet_cpu"])

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from medfss.nn.prototypes import (adaptive_local_prototypes, cosine_similarity_map, fused_similarity,
-                                  local_prototypes, masked_average_pooling)
+from medfss.nn.prototypes import (adaptive_local_prototypes, class_prototype, cosine_similarity_map,
+                                  fused_similarity, local_prototypes, masked_average_pooling)
 
 
 def grid_features(h: int = 8, w: int = 8) -> torch.Tensor:
@@ -111,6 +111,16 @@ def test_alp_without_window_is_the_class_level_prototype():
     features, masks = torch.randn(2, 2, 4, 8, 8), (torch.rand(2, 2, 8, 8) > 0.5).float()
     prototypes, valid = adaptive_local_prototypes(features, masks, window=None)
     assert prototypes.shape == (2, 1, 4) and valid.all()
+    assert torch.equal(prototypes[:, 0], class_prototype(features, masks))
+
+
+def test_class_prototype_by_hand():
+    features = torch.zeros(1, 2, 1, 2, 2)  # [B, S, C, H, W]
+    features[0, 0, 0] = torch.tensor([[1.0, 3.0], [5.0, 7.0]])
+    features[0, 1, 0] = torch.tensor([[2.0, 2.0], [2.0, 10.0]])
+    masks = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]]])  # [1, 2, 2, 2]
+    # shot 0: (1 + 3) / 2 = 2; shot 1: 10; the class-level prototype is their mean, 6 (eq. 3, PANet's k-shot rule)
+    torch.testing.assert_close(class_prototype(features, masks), torch.tensor([[6.0]]), atol=1e-4, rtol=0)
 
 
 def test_alp_resizes_the_mask_to_the_feature_grid():

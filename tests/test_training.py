@@ -45,9 +45,8 @@ class TinySegmenter(FewShotSegmenter):
     """
 
     def __init__(self, channels: int = 8):
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.Dropout(0.2),
-                                     nn.Conv2d(channels, channels, 3, padding=1))
+        super().__init__(nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.Dropout(0.2),
+                                       nn.Conv2d(channels, channels, 3, padding=1)))
         self.scale = nn.Parameter(torch.tensor(5.0))
         self.seen: list[tuple[float, float]] = []  # (query fingerprint, loss) of every loss() call
 

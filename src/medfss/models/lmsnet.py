@@ -6,21 +6,22 @@
                     u^k, v^k = PD-Net(rho(l^k), ...)    (eq. 20-21)
     logits alpha (-rho(l^K) - v^K) [B, 2, h, w] --bilinear--> [B, 2, H, W]; softmax of the grid logits is u^K
 
-Training loss (eq. 22-23): cross-entropy of the final mask plus the prototype
-alignment regularisation of PANet, in which the query with its predicted
-mask becomes the support of the whole unfolded network. The cross-entropy
-carries the class weights of the toolkit's ALPNet (0.05, 1.0) by default so
-that both train under one protocol; ``bg_weight=1`` gives eq. 22 as printed.
+Training loss (eq. 22-23): the shared loss of
+:class:`~medfss.models.base.FewShotSegmenter`, cross-entropy of the final mask
+plus the prototype alignment regularisation of PANet, in which the query with
+its predicted mask becomes the support of the whole unfolded network. The
+cross-entropy carries the class weights of the toolkit's ALPNet (0.05, 1.0)
+by default so that both train under one protocol; ``bg_weight=1`` gives eq. 22
+as printed.
 alpha (eq. 4, shared by every DC layer) and each stage's delta^k are learned
 (as softplus of a raw parameter, :mod:`medfss.models.lms.positive`).
 
 One deviation from the printed equations: the prototype an LMS block hands
 to PD-Net is the support prototype l_1^s plus GAP of the MUT output, as in
-RPT (whose BaT block eq. 18 follows), not GAP of the MUT output alone. Eq. 18
-read literally let training replace the support by one fixed LayerNorm-space
-vector (Dice 32.5 on CHAOST2 fold 0, below the support-copy floor); see
-:mod:`medfss.models.lms.mut` for the evidence. ``support_residual=False``
-gives eq. 18 as printed.
+RPT (whose BaT block eq. 18 follows), not GAP of the MUT output alone: eq. 18
+read literally lets training replace the support by one fixed LayerNorm-space
+vector (see :mod:`medfss.models.lms.mut`). ``support_residual=False`` gives
+eq. 18 as printed.
 
 The steps live in :mod:`medfss.models.lms`; :meth:`UnfoldedMumfordShah.stages`
 returns every iterate for inspection (Fig. 7).
@@ -33,99 +34,58 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medfss.data.episodes import Episode
 from medfss.errors import ConfigError
-from medfss.models.base import FewShotSegmenter
+from medfss.models.base import FewShotSegmenter, LossWeights
 from medfss.models.lms.block import LMSBlock, Stage
 from medfss.models.lms.denoiser import VARIANTS, MaskDenoiser
-from medfss.models.lms.initialisation import (initial_mask, initial_prototypes, representative_prototypes,
-                                              support_prototype)
+from medfss.models.lms.initialisation import initial_mask, initial_prototypes, representative_prototypes
 from medfss.models.lms.mut import FixedPrototypes, MomentumUpdateTransformer, PrototypeStep
 from medfss.models.lms.pdnet import DataConsistencyStep, PDNet
 from medfss.models.lms.positive import PositiveScalar
-from medfss.nn.losses import prototype_alignment_loss, weighted_cross_entropy
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_common(config) -> None:
-    """Checks shared by both settings classes."""
-    _check_positive_int("num_blocks", config.num_blocks)
-    _check_positive_int("denoiser_width", config.denoiser_width)
-    if not isinstance(config.pdnet, bool):
-        raise ValueError(f"pdnet must be true or false (false: DC only, the 'w/o PD-Net' ablation), "
-                         f"got {config.pdnet!r}")
-    if config.denoiser not in VARIANTS:
-        raise ValueError(f"denoiser must be one of {', '.join(VARIANTS)} (Fig. 8; c is the paper's), "
-                         f"got {config.denoiser!r}")
-    for name in ("alpha", "delta", "bg_weight", "fg_weight"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if isinstance(config.align_weight, bool) or not isinstance(config.align_weight, (int, float)) \
-            or not config.align_weight >= 0:
-        raise ValueError(f"align_weight must be >= 0 (0 turns the alignment loss off), got {config.align_weight!r}")
+from medfss.models.validation import check_bool, check_choice, check_positive_int, check_positive_number
+from medfss.nn.prototypes import class_prototype
 
 
 @dataclass(frozen=True)
-class LMSNetConfig:
-    """Settings of :class:`LMSNet`; ``alpha`` and ``delta`` are the initial values of learned parameters."""
+class UnfoldedSettings(LossWeights):
+    """The settings LMS-Net and fLMS-Net share; ``alpha`` and ``delta`` are initial values of learned parameters."""
 
-    num_blocks: int = 2  # K, the number of LMS blocks (the paper's best: 2)
-    num_prototypes: int = 10  # N_p Voronoi regions per support shot (not given in the paper)
-    heads: int = 4  # of the MUT self-attention; must divide the encoder's channels
+    num_blocks: int = 2  # K, the number of LMS blocks (the paper's best: 2; for fLMS-Net: 3, Fig. 6)
     pdnet: bool = True  # False: DC only (the "w/o PD-Net" ablation, Table II)
     denoiser: str = "c"  # Mask Denoiser variant of Fig. 8: "a" DnCNN, "b" + Sigmoid, "c" + inverse Sigmoid
     denoiser_width: int = 64  # DnCNN channels
-    carry_dual: bool = False  # start each PD-Net from v^{k-1} (eq. 13) instead of 0 (eq. 21)
-    support_residual: bool = True  # l^k = l_1^s + GAP(p) as RPT (False: GAP(p), eq. 18 literally)
     alpha: float = 20.0  # entropy weight of eq. 4: the similarity scale of every DC layer
     delta: float = 1.0  # dual step size delta^k of eq. 11-13, every stage
-    align_weight: float = 1.0  # weight of the prototype alignment term (eq. 23: 1)
-    bg_weight: float = 0.05  # class weights of the cross-entropy (eq. 22 as printed: 1, 1)
-    fg_weight: float = 1.0
 
     def __post_init__(self):
-        _check_common(self)
-        _check_positive_int("num_prototypes", self.num_prototypes)
-        _check_positive_int("heads", self.heads)
-        for name in ("carry_dual", "support_residual"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        super().__post_init__()
+        check_positive_int(self, "num_blocks", "denoiser_width")
+        check_bool(self, "pdnet", hint="false: DC only, the 'w/o PD-Net' ablation")
+        check_choice(self, "denoiser", VARIANTS, hint="Fig. 8; c is the paper's")
+        check_positive_number(self, "alpha", "delta")
 
 
 @dataclass(frozen=True)
-class FLMSNetConfig:
-    """Settings of :class:`FLMSNet`: those of :class:`LMSNetConfig` that do not concern prototype updates."""
+class LMSNetConfig(UnfoldedSettings):
+    """Settings of :class:`LMSNet`: the shared ones and those of the prototype updates."""
 
-    num_blocks: int = 2  # K (the paper's best for fLMS-Net: 3, Fig. 6)
-    pdnet: bool = True
-    denoiser: str = "c"
-    denoiser_width: int = 64
-    alpha: float = 20.0
-    delta: float = 1.0
-    align_weight: float = 1.0
-    bg_weight: float = 0.05
-    fg_weight: float = 1.0
+    num_prototypes: int = 10  # N_p Voronoi regions per support shot (not given in the paper)
+    heads: int = 4  # of the MUT self-attention; must divide the encoder's channels
+    carry_dual: bool = False  # start each PD-Net from v^{k-1} (eq. 13) instead of 0 (eq. 21)
+    support_residual: bool = True  # l^k = l_1^s + GAP(p) as RPT (False: GAP(p), eq. 18 literally)
 
     def __post_init__(self):
-        _check_common(self)
+        super().__post_init__()
+        check_positive_int(self, "num_prototypes", "heads")
+        check_bool(self, "carry_dual", "support_residual")
 
 
-def encode_episode(encoder: nn.Module, episode: Episode) -> tuple[Tensor, Tensor]:
-    """Support and query features in one encoder pass: ([B, S, C, h, w], [B, C, h, w])."""
-    b, s = episode.support_images.shape[:2]
-    images = torch.cat([episode.support_images.flatten(0, 1), episode.query_images])  # [B*S + B, 1, H, W]
-    if not torch.isfinite(images).all():
-        raise ValueError("episode images hold NaN or infinite values; check the slice preprocessing")
-    features = encoder(images)  # [B*S + B, C, h, w]
-    return features[:b * s].unflatten(0, (b, s)), features[b * s:]
+@dataclass(frozen=True)
+class FLMSNetConfig(UnfoldedSettings):
+    """Settings of :class:`FLMSNet`: those of :class:`LMSNetConfig` that do not concern prototype updates."""
 
 
 def _encoder_channels(encoder: nn.Module) -> int:
@@ -135,32 +95,30 @@ def _encoder_channels(encoder: nn.Module) -> int:
     return channels
 
 
-def _mask_step(config: LMSNetConfig | FLMSNetConfig) -> nn.Module:
+def _mask_step(config: UnfoldedSettings) -> nn.Module:
     if not config.pdnet:
         return DataConsistencyStep()
     return PDNet(MaskDenoiser(config.denoiser, config.denoiser_width), config.delta)
 
 
 class UnfoldedMumfordShah(FewShotSegmenter):
-    """Initialisation + ``blocks`` + the loss of eq. 22-23: what LMS-Net and fLMS-Net share.
+    """Initialisation + ``blocks``: what LMS-Net and fLMS-Net share; the loss (eq. 22-23) is the base's.
 
     ``num_prototypes``: Voronoi regions per support shot for p^0 (0: no
     representatives, for blocks without MUT). ``alpha``: initial alpha.
     """
 
     def __init__(self, encoder: nn.Module, blocks: Sequence[LMSBlock], *, num_prototypes: int, alpha: float,
-                 align_weight: float, bg_weight: float, fg_weight: float):
-        super().__init__()
-        self.encoder = encoder
+                 loss_weights: LossWeights):
+        super().__init__(encoder, loss_weights)
         self.blocks = nn.ModuleList(blocks)
         self.num_prototypes = num_prototypes
         self.alpha = PositiveScalar(alpha)
-        self.align_weight, self.bg_weight, self.fg_weight = align_weight, bg_weight, fg_weight
 
     def initialise(self, query: Tensor, support: Tensor, support_masks: Tensor) -> Stage:
         """Stage 0 (eq. 15-16): query [B, C, h, w], support [B, S, C, h, w], support_masks [B, S, H', W']."""
         masks = support_masks.to(query.dtype)  # [B, S, H', W']
-        foreground = support_prototype(support, masks)  # l_1^s [B, C]
+        foreground = class_prototype(support, masks)  # l_1^s [B, C] (eq. 15)
         prototypes = initial_prototypes(foreground)  # l^0 [B, 2, C]
         u, logits = initial_mask(query, prototypes, self.alpha())  # [B, 2, h, w] each
         if self.num_prototypes:
@@ -179,9 +137,9 @@ class UnfoldedMumfordShah(FewShotSegmenter):
             stages.append(block(query, stages[-1], alpha))
         return stages
 
-    def classify(self, query: Tensor, support: Tensor, support_masks: Tensor) -> Tensor:
-        """The final logits [B, 2, h, w] on the feature grid (the alignment loss's classifier)."""
-        return self.run(query, support, support_masks)[-1].logits
+    def classify(self, query_features: Tensor, support_features: Tensor, support_masks: Tensor) -> Tensor:
+        """The final logits [B, 2, h, w] on the feature grid: those of stage K."""
+        return self.run(query_features, support_features, support_masks)[-1].logits
 
     def stages(self, episode: Episode) -> list[dict[str, Tensor]]:
         """Every iterate of ``episode`` as dicts on the feature grid: u, v, logits, prototypes (l^k), ...
@@ -189,31 +147,8 @@ class UnfoldedMumfordShah(FewShotSegmenter):
         Entry 0 is the Initialisation Module's (v^0 = 0), entry k the k-th
         LMS block's; see :class:`~medfss.models.lms.block.Stage` for the keys.
         """
-        support, query = encode_episode(self.encoder, episode)
+        support, query = self.encode(episode)
         return [stage.as_dict() for stage in self.run(query, support, episode.support_masks)]
-
-    @staticmethod
-    def _upsample(logits: Tensor, episode: Episode) -> Tensor:  # [B, 2, h, w] -> [B, 2, H, W]
-        return F.interpolate(logits, size=episode.query_images.shape[-2:], mode="bilinear", align_corners=False)
-
-    def forward(self, episode: Episode) -> Tensor:  # [B, 2, H, W]
-        support, query = encode_episode(self.encoder, episode)
-        return self._upsample(self.classify(query, support, episode.support_masks), episode)
-
-    def loss(self, episode: Episode) -> dict[str, Tensor]:
-        """``{"loss": ce + align_weight * align, "ce": ..., "align": ...}`` (eq. 22-23)."""
-        if episode.query_masks is None:
-            raise ValueError("loss() needs an episode with query_masks (a training episode)")
-        support, query = encode_episode(self.encoder, episode)
-        logits = self.classify(query, support, episode.support_masks)  # [B, 2, h, w]
-        ce = weighted_cross_entropy(self._upsample(logits, episode), episode.query_masks, self.bg_weight,
-                                    self.fg_weight)
-        terms = {"ce": ce}
-        total = ce
-        if self.align_weight > 0:
-            terms["align"] = prototype_alignment_loss(self.classify, query, logits, support, episode.support_masks)
-            total = total + self.align_weight * terms["align"]
-        return {"loss": total, **terms}
 
 
 class LMSNet(UnfoldedMumfordShah):
@@ -224,7 +159,7 @@ class LMSNet(UnfoldedMumfordShah):
         blocks = [LMSBlock(PrototypeStep(MomentumUpdateTransformer(channels, config.heads), config.support_residual),
                            _mask_step(config), carry_dual=config.carry_dual) for _ in range(config.num_blocks)]
         super().__init__(encoder, blocks, num_prototypes=config.num_prototypes, alpha=config.alpha,
-                         align_weight=config.align_weight, bg_weight=config.bg_weight, fg_weight=config.fg_weight)
+                         loss_weights=config)
         self.config = config
 
 
@@ -233,8 +168,7 @@ class FLMSNet(UnfoldedMumfordShah):
 
     def __init__(self, encoder: nn.Module, config: FLMSNetConfig = FLMSNetConfig()):
         blocks = [LMSBlock(FixedPrototypes(), _mask_step(config), carry_dual=True) for _ in range(config.num_blocks)]
-        super().__init__(encoder, blocks, num_prototypes=0, alpha=config.alpha, align_weight=config.align_weight,
-                         bg_weight=config.bg_weight, fg_weight=config.fg_weight)
+        super().__init__(encoder, blocks, num_prototypes=0, alpha=config.alpha, loss_weights=config)
         self.config = config
 
 

@@ -4,42 +4,52 @@
     logits_c(h, w) = alpha * cos(p(c), f(x_q)(h, w))          (eq. 4, alpha = 20)
     loss = CE + lambda * prototype alignment                  (eq. 7-9)
 
-That is ALPNet with adaptive local pooling turned off: with a single
-prototype per class the fused similarity of eq. 5 is the plain scaled cosine.
-The class weights default to SSL-ALPNet's (0.05, 1.0), under which its PANet
-baselines were trained; ``bg_weight=1`` gives the unweighted loss of the
-original PANet.
+This is what ALPNet computes with adaptive local pooling turned off: with a
+single prototype per class the fused similarity of eq. 5 is the plain scaled
+cosine. The class weights default to SSL-ALPNet's (0.05, 1.0), under which
+its PANet baselines were trained; ``bg_weight=1`` gives the unweighted loss
+of the original PANet. Encoding, upsampling and the loss are the shared ones
+of :class:`~medfss.models.base.FewShotSegmenter`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-from medfss.models.alpnet import ALPNet, ALPNetConfig
+from medfss.models.base import FewShotSegmenter, LossWeights
+from medfss.models.validation import check_positive_number
+from medfss.nn.prototypes import class_prototype, cosine_similarity_map
 
 
 @dataclass(frozen=True)
-class PANetConfig:
-    """Settings of :class:`PANet`: those of :class:`ALPNetConfig` that do not concern local prototypes."""
+class PANetConfig(LossWeights):
+    """Settings of :class:`PANet`, beside the loss weights."""
 
-    alpha: float = 20.0
-    align_weight: float = 1.0
-    bg_weight: float = 0.05
-    fg_weight: float = 1.0
-
-    def as_alpnet(self) -> ALPNetConfig:
-        """The equivalent ALPNet settings: no local prototypes (validated there)."""
-        return ALPNetConfig(pool_window_train=None, pool_window_eval=None, alpha=self.alpha,
-                            align_weight=self.align_weight, bg_weight=self.bg_weight, fg_weight=self.fg_weight)
+    alpha: float = 20.0  # similarity scale of eq. 4
 
     def __post_init__(self):
-        self.as_alpnet()
+        super().__post_init__()
+        check_positive_number(self, "alpha")
 
 
-class PANet(ALPNet):
-    """ALPNet with class-level prototypes only."""
+class PANet(FewShotSegmenter):
+    """``encoder``: any module mapping ``[N, 1, H, W]`` to ``[N, C, h, w]`` features (e.g. a DilatedResNet)."""
 
     def __init__(self, encoder: nn.Module, config: PANetConfig = PANetConfig()):
-        super().__init__(encoder, config.as_alpnet())
+        super().__init__(encoder, config)
+        self.config = config
+
+    def classify(self, query_features: Tensor, support_features: Tensor, support_masks: Tensor) -> Tensor:
+        """Scaled cosine of the query to each class's prototype (eq. 3-4): logits [B, 2, h, w].
+
+        query_features: [B, C, h, w]; support_features: [B, S, C, h, w];
+        support_masks: [B, S, H', W'] foreground in [0, 1].
+        """
+        foreground = support_masks.to(query_features.dtype)  # [B, S, H', W']
+        # one class at a time: the floating-point sums of ALPNet without local prototypes, bit for bit
+        scores = [cosine_similarity_map(query_features, class_prototype(support_features, class_mask).unsqueeze(1),
+                                        self.config.alpha) for class_mask in (1 - foreground, foreground)]
+        return torch.cat(scores, dim=1)  # [B, 2, h, w]

@@ -1,8 +1,9 @@
 """Prototype operations shared by every prototypical model.
 
 Written once and reused by PANet, ALPNet, LMS-Net and the no-training
-baselines: masked average pooling (MAP), cosine similarity, adaptive local
-prototype pooling (ALP) and the fused local similarity of SSL-ALPNet.
+baselines: masked average pooling (MAP), the class-level prototype of S
+shots, cosine similarity, adaptive local prototype pooling (ALP) and the
+fused local similarity of SSL-ALPNet.
 Shapes: B batch, S shots, C channels, K prototypes, H W spatial.
 """
 
@@ -19,7 +20,7 @@ def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear resize of a soft mask ``[B, H, W]`` to the feature grid ``size``.
 
     Bilinear (rather than area or nearest) keeps thin structures alive on a
-    stride-8 grid; it measured 1-2 Dice points better than area pooling.
+    stride-8 grid.
     """
     if tuple(mask.shape[-2:]) == tuple(size):
         return mask
@@ -38,6 +39,17 @@ def masked_average_pooling(features: Tensor, mask: Tensor) -> Tensor:
     mask = resize_mask(mask, features.shape[-2:])  # [B, H, W]
     weighted = torch.einsum("bchw,bhw->bc", features, mask)  # [B, C]
     return weighted / (mask.sum(dim=(1, 2)).unsqueeze(1) + EPS)
+
+
+def class_prototype(features: Tensor, masks: Tensor) -> Tensor:
+    """The class-level prototype of S shots: the mean over shots of each shot's MAP (eq. 3; LMS-Net eq. 15).
+
+    PANet's k-shot rule; for one shot exactly eq. 3. features: [B, S, C, H, W];
+    masks: [B, S, H', W'] soft or binary. Returns [B, C].
+    """
+    b, s, c = features.shape[:3]
+    per_shot = masked_average_pooling(features.flatten(0, 1), masks.flatten(0, 1))  # [B*S, C]
+    return per_shot.view(b, s, c).mean(dim=1)
 
 
 def cosine_similarity_map(features: Tensor, prototypes: Tensor, scale: float = 1.0) -> Tensor:
@@ -77,11 +89,10 @@ def adaptive_local_prototypes(features: Tensor, masks: Tensor, window: int | Non
                               threshold: float = 0.95) -> tuple[Tensor, Tensor]:
     """The prototype ensemble of one class over S shots: ALP (eq. 1-2) plus the class-level prototype (eq. 3).
 
-    Local prototypes come from every shot; the class-level prototype is the
-    mean over shots of each shot's masked average pooling (PANet's k-shot
-    rule; for one shot exactly eq. 3). It is always part of the ensemble, so
-    a class smaller than the window, or an empty mask (zero prototype), still
-    has one. ``window=None`` gives the class-level prototype alone (PANet).
+    Local prototypes come from every shot; the class-level prototype
+    (:func:`class_prototype`) is always part of the ensemble, so a class
+    smaller than the window, or an empty mask (zero prototype), still has
+    one. ``window=None`` gives the class-level prototype alone (PANet).
 
     features: [B, S, C, H, W]; masks: [B, S, H', W'] soft or binary.
     Returns prototypes [B, K, C] and ``valid`` [B, K] (bool): the ensemble of
@@ -89,13 +100,12 @@ def adaptive_local_prototypes(features: Tensor, masks: Tensor, window: int | Non
     last and always valid. K = S * (H // window) * (W // window) + 1 is the
     same for every episode, the number of valid prototypes is not.
     """
-    b, s, c = features.shape[:3]
-    shots = features.flatten(0, 1)  # [B*S, C, H, W]
-    shot_masks = masks.flatten(0, 1)  # [B*S, H', W']
-    class_level = masked_average_pooling(shots, shot_masks).view(b, s, c).mean(dim=1)  # [B, C]
-    prototypes = class_level.unsqueeze(1)  # [B, 1, C]
+    b, c = features.shape[0], features.shape[2]
+    prototypes = class_prototype(features, masks).unsqueeze(1)  # [B, 1, C]
     valid = torch.ones(b, 1, dtype=torch.bool, device=features.device)  # [B, 1]
     if window is not None:
+        shots = features.flatten(0, 1)  # [B*S, C, H, W]
+        shot_masks = masks.flatten(0, 1)  # [B*S, H', W']
         local, local_valid = local_prototypes(shots, shot_masks, window, threshold)  # [B*S, K', C], [B*S, K']
         prototypes = torch.cat([local.reshape(b, -1, c), prototypes], dim=1)  # [B, S*K' + 1, C]
         valid = torch.cat([local_valid.reshape(b, -1), valid], dim=1)  # [B, S*K' + 1]

@@ -6,8 +6,8 @@
     p^0 = { MAP(F^s, R_n) : n = 1..N_p }        R_n: Voronoi regions of u_1^s
 
 With S shots, l_1^s is the mean over shots of each shot's eq. 15 (PANet's
-k-shot rule) and every shot gives N_p regions, so p^0 holds S * N_p
-prototypes. The Voronoi partition is deterministic: the first seed is the
+k-shot rule, :func:`medfss.nn.prototypes.class_prototype`) and every shot
+gives N_p regions, so p^0 holds S * N_p prototypes. The Voronoi partition is deterministic: the first seed is the
 foreground pixel nearest the foreground centroid, each further seed the
 foreground pixel farthest from the seeds so far (farthest-point sampling, as
 in RPT's regional prototypes, there with a random first seed), and every
@@ -21,14 +21,7 @@ import torch
 from torch import Tensor
 
 from medfss.models.lms.data_consistency import data_consistency, prototype_distance
-from medfss.nn.prototypes import EPS, masked_average_pooling, resize_mask
-
-
-def support_prototype(support_features: Tensor, support_masks: Tensor) -> Tensor:
-    """l_1^s of eq. 15, averaged over shots: [B, S, C, h, w], masks [B, S, H, W] -> [B, C]."""
-    b, s, c = support_features.shape[:3]
-    per_shot = masked_average_pooling(support_features.flatten(0, 1), support_masks.flatten(0, 1))  # [B*S, C]
-    return per_shot.view(b, s, c).mean(dim=1)
+from medfss.nn.prototypes import EPS, resize_mask
 
 
 def initial_prototypes(foreground: Tensor) -> Tensor:

@@ -24,23 +24,17 @@ l^k = GAP(p) the output of three LayerNorms and nothing else: the prototype
 that DC (eq. 12, 20) compares with the encoder's features F^q by cosine
 similarity leaves the feature space for a LayerNorm space whose per-layer
 affine terms (and the MLP) can emit a vector that does not depend on the
-support at all. Trained that way (CHAOST2 fold 0, CPU preset, 150
-iterations), l^K became one fixed "foreground" direction: cosine 0.92
-between the l^K of different episodes (their support prototypes: 0.62),
-0.07 with the support prototype l_1^s, and 0.05 with the query's true
-foreground prototype; Dice 32.8, below the support-copy floor (39.6; the
-800-iteration run: 32.5). RPT, whose BaT
-block eq. 18-19 transcribe, never uses GAP(p) alone: its segmenting
+support at all, and training does collapse l^K to one fixed direction. RPT,
+whose BaT block eq. 18-19 transcribe, never uses GAP(p) alone: its segmenting
 prototype is ``mean(BaT(p)) + support prototype`` at every iteration. We do
-the same: GAP(p) is a learned correction added to the support prototype
-l_1^s of eq. 15 (constant over the stages), which keeps l^k in the feature
-space and tied to the support; with it the same run reaches Dice 53.6
-(57.9 with another seed) with l^K at cosine 0.96 from l_1^s, and the
-800-iteration run 60.6 (fLMS-Net: 58.0). This is also how the paper motivates MUT
-(sec. III-A.3, B.1: a "momentum update" that keeps the prototype
-information of the previous stages instead of losing it to eq. 8). MUT
-itself (eq. 17-19, the ``p`` it returns and its ``l``) is unchanged;
-``PrototypeStep(..., support_residual=False)`` gives eq. 18 literally.
+the same, l^k = [l_1^s + GAP(p), -(l_1^s + GAP(p))]: GAP(p) is a learned
+correction added to the support prototype l_1^s of eq. 15 (constant over the
+stages), which keeps l^k in the feature space and tied to the support. This
+is also how the paper motivates MUT (sec. III-A.3, B.1: a "momentum update"
+that keeps the prototype information of the previous stages instead of
+losing it to eq. 8). MUT itself (eq. 17-19, the ``p`` it returns and its
+``l``) is unchanged; ``PrototypeStep(..., support_residual=False)`` gives
+eq. 18 literally.
 Shapes: B batch, K prototypes, C channels, h w the feature grid.
 """
 
