@@ -8,7 +8,7 @@ import pytest
 
 from medfss.cli import main
 from medfss.config import config_from_dict
-from medfss.evaluation.benchmark import BenchmarkSettings, benchmark, format_benchmark, random_episode
+from medfss.evaluation.benchmark import BenchmarkConfig, benchmark, format_benchmark, random_episode
 
 
 def test_random_episode_has_the_contract_shapes():
@@ -21,7 +21,7 @@ def test_random_episode_has_the_contract_shapes():
 def test_benchmark_measures_a_tiny_preset(model):
     config = config_from_dict({"model": {"name": model, "options": {"backbone": "resnet18-slim"}},
                                "data": {"image_size": 32}, "optim": {"batch_size": 2}})
-    row = benchmark(config, BenchmarkSettings(train_steps=1, query_slices=3, native_size=48))
+    row = benchmark(config, BenchmarkConfig(train_steps=1, query_slices=3, native_size=48))
     assert row["model"] == model and row["parameters"] > 1e6
     assert row["train_ms_per_episode"] == pytest.approx(row["train_ms_per_step"] / 2)
     assert row["inference_s_per_volume"] == pytest.approx(3 * row["inference_ms_per_slice"] / 1000)

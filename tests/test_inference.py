@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from medfss.errors import ConfigError
 from medfss.inference import (SupportScan, assign_query_chunks, chunk_plan, chunk_support_slices,

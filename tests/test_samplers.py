@@ -18,11 +18,11 @@ from medfss.data.datasets import CHAOST2, Dataset, DatasetSpec, Volume
 from medfss.data.episodes import Episode
 from medfss.data.samplers import (EpisodeStream, SelfSupervisedSampler, SupervisedSampler,
                                   setting2_excluded_classes)
-from medfss.data.transforms import AugmentParams
+from medfss.data.transforms import AugmentConfig
 
 from conftest import make_phantom
 
-FAST = AugmentParams(elastic=False)
+FAST = AugmentConfig(elastic=False)
 LIVER, RIGHT_KIDNEY, LEFT_KIDNEY, SPLEEN = 1, 2, 3, 4
 PHANTOM_SPEC = DatasetSpec(name="PH", folder="PH", modality="MR", classes={1: "a", 2: "b"},
                            eval_classes=("a", "b"), groups={"g": ("a", "b")})

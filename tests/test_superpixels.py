@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 
 from medfss.data import superpixels as sp
 from medfss.data.datasets import Dataset, Volume
-from medfss.data.superpixels import (SuperpixelParams, body_mask, body_threshold, compute_superpixels,
+from medfss.data.superpixels import (SuperpixelConfig, body_mask, body_threshold, compute_superpixels,
                                      merge_small_regions, slice_superpixels, superpixels_for_volume,
                                      superpixels_for_volumes)
 
@@ -36,14 +36,14 @@ def assert_valid_superpixels(labels: np.ndarray, body: np.ndarray, min_size: int
 # ---- parameters --------------------------------------------------------------------------------
 
 def test_params_key_is_stable_short_and_sensitive():
-    params = SuperpixelParams(scale=2.0, sigma=0.8, min_size=100, body_threshold=0.1, body_smoothing=1.0)
+    params = SuperpixelConfig(scale=2.0, sigma=0.8, min_size=100, body_threshold=0.1, body_smoothing=1.0)
     # a literal: the key must not depend on the process (Python's hash() does); changing the
     # hashing would silently orphan every user's cache, so it has to be a conscious change
     assert params.key == "bf600b43c8"
-    assert SuperpixelParams(scale=2.0, sigma=0.8, min_size=100, body_threshold=0.1,
+    assert SuperpixelConfig(scale=2.0, sigma=0.8, min_size=100, body_threshold=0.1,
                             body_smoothing=1.0).key == params.key
-    variants = [SuperpixelParams(scale=3.0), SuperpixelParams(sigma=0.5), SuperpixelParams(min_size=200),
-                SuperpixelParams(body_threshold=0.2), SuperpixelParams(body_smoothing=0.0), SuperpixelParams()]
+    variants = [SuperpixelConfig(scale=3.0), SuperpixelConfig(sigma=0.5), SuperpixelConfig(min_size=200),
+                SuperpixelConfig(body_threshold=0.2), SuperpixelConfig(body_smoothing=0.0), SuperpixelConfig()]
     assert len({v.key for v in variants} | {params.key}) == len(variants) + 1
 
 
@@ -52,13 +52,13 @@ def test_params_key_is_stable_short_and_sensitive():
                                     dict(body_smoothing=-0.5)])
 def test_invalid_params_raise(kwargs):
     with pytest.raises(ValueError):
-        SuperpixelParams(**kwargs)
+        SuperpixelConfig(**kwargs)
 
 
 @pytest.mark.parametrize("shape, expected", [((256, 256), 400), ((128, 128), 100), ((512, 256), 800),
                                              ((8, 8), 1)])
 def test_min_size_scales_with_pixel_count(shape, expected):
-    assert SuperpixelParams().min_size_for(shape) == expected
+    assert SuperpixelConfig().min_size_for(shape) == expected
 
 
 # ---- merging -----------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_merge_of_empty_map():
 @pytest.mark.parametrize("shape", [(64, 64, 4), (96, 80, 3)])
 def test_phantom_superpixels_respect_body_and_min_size(shape):
     image, _, _ = make_phantom(shape=shape, seed=1)
-    params = SuperpixelParams()
+    params = SuperpixelConfig()
     labels = compute_superpixels(image, params)  # [H, W, D]
     assert labels.shape == image.shape
     threshold = body_threshold(image, params.body_threshold)
@@ -123,19 +123,19 @@ def test_phantom_superpixels_respect_body_and_min_size(shape):
 def test_empty_slice_has_no_superpixels():
     image = np.zeros((32, 32, 2), dtype=np.float32)
     image[8:24, 8:24, 0] = 5.0
-    labels = compute_superpixels(image, SuperpixelParams())
+    labels = compute_superpixels(image, SuperpixelConfig())
     assert labels[..., 0].max() >= 1 and not labels[..., 1].any()
 
 
 def test_compute_rejects_2d_input():
     with pytest.raises(ValueError, match=r"\[H, W, D\]"):
-        compute_superpixels(np.zeros((32, 32), dtype=np.float32), SuperpixelParams())
+        compute_superpixels(np.zeros((32, 32), dtype=np.float32), SuperpixelConfig())
 
 
 @pytest.mark.realdata
 def test_real_chaost2_slice(data_root):
     volume = Dataset.from_name("CHAOST2", data_root).load("1")
-    params = SuperpixelParams()
+    params = SuperpixelConfig()
     threshold = body_threshold(volume.image, params.body_threshold)
     z = volume.num_slices // 2
     image = volume.image[..., z]
@@ -154,7 +154,7 @@ def test_real_chaost2_slice(data_root):
 def test_cache_is_written_reused_and_rebuilt(tmp_path, monkeypatch):
     volume = phantom_volume(tmp_path / "inputs")
     cache = tmp_path / "outputs" / "superpixels"
-    params = SuperpixelParams()
+    params = SuperpixelConfig()
     first = superpixels_for_volume(volume, params, cache)
     files = list(cache.glob("*.npz"))
     assert [f.name for f in files] == [f"inputs_7_sp-{params.key}.npz"]
@@ -166,7 +166,7 @@ def test_cache_is_written_reused_and_rebuilt(tmp_path, monkeypatch):
     assert np.array_equal(superpixels_for_volume(volume, params, cache), first)
 
     monkeypatch.undo()
-    other = SuperpixelParams(min_size=800)
+    other = SuperpixelConfig(min_size=800)
     second = superpixels_for_volume(volume, other, cache)
     assert np.bincount(second[..., 0].ravel())[1:].min() >= other.min_size_for((64, 64))
     assert sorted(f.name for f in cache.glob("*.npz")) == sorted(
@@ -176,7 +176,7 @@ def test_cache_is_written_reused_and_rebuilt(tmp_path, monkeypatch):
 def test_cache_checks_params_and_image_inside_the_file(tmp_path, monkeypatch):
     volume = phantom_volume(tmp_path / "inputs")
     cache = tmp_path / "cache"
-    params = SuperpixelParams()
+    params = SuperpixelConfig()
     calls = []
     real = sp.compute_superpixels
     monkeypatch.setattr(sp, "compute_superpixels", lambda *a: calls.append(1) or real(*a))
@@ -185,7 +185,7 @@ def test_cache_checks_params_and_image_inside_the_file(tmp_path, monkeypatch):
     # a file under the right name but holding other settings is rebuilt
     with np.load(path) as stored:
         np.savez_compressed(path, superpixels=stored["superpixels"], image=stored["image"],
-                            params=np.array(SuperpixelParams(scale=9.0).to_json()))
+                            params=np.array(SuperpixelConfig(scale=9.0).to_json()))
     superpixels_for_volume(volume, params, cache)
     # so is one built from another image with the same case id
     superpixels_for_volume(phantom_volume(tmp_path / "inputs", seed=5), params, cache)
@@ -200,11 +200,11 @@ def test_cache_refuses_the_input_folder(tmp_path):
     volume = phantom_volume(tmp_path / "inputs")
     for inside in (tmp_path / "inputs", tmp_path / "inputs" / "cache"):
         with pytest.raises(ValueError, match="input folder"):
-            superpixels_for_volume(volume, SuperpixelParams(), inside)
+            superpixels_for_volume(volume, SuperpixelConfig(), inside)
 
 
 def test_many_volumes_with_dataset_name(tmp_path):
     volumes = [phantom_volume(tmp_path / "in", shape=(48, 48, 2), case_id=str(i)) for i in range(2)]
-    out = superpixels_for_volumes(volumes, SuperpixelParams(), tmp_path / "c", dataset="PH", progress=False)
+    out = superpixels_for_volumes(volumes, SuperpixelConfig(), tmp_path / "c", dataset="PH", progress=False)
     assert [o.shape for o in out] == [(48, 48, 2)] * 2
     assert sorted(p.name.split("_sp-")[0] for p in (tmp_path / "c").glob("*.npz")) == ["PH_0", "PH_1"]

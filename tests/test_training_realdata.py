@@ -13,7 +13,7 @@ from medfss.config import load_config
 from medfss.data.datasets import Dataset
 from medfss.data.episodes import Episode
 from medfss.data.samplers import SelfSupervisedSampler
-from medfss.data.superpixels import SuperpixelParams, superpixels_for_volumes
+from medfss.data.superpixels import SuperpixelConfig, superpixels_for_volumes
 from medfss.checkpoints import load_model
 from medfss.models.registry import build_model_from_config
 from medfss.training.loop import train
@@ -29,7 +29,7 @@ def sampler(data_root, tmp_path_factory) -> SelfSupervisedSampler:
     """Self-supervised episodes at 64 x 64 from two fold-0 training volumes of CHAOST2."""
     dataset = Dataset.from_name("CHAOST2", data_root)
     volumes = [dataset.load(case_id) for case_id in ("8", "10")]
-    superpixels = superpixels_for_volumes(volumes, SuperpixelParams(), tmp_path_factory.mktemp("sp"),
+    superpixels = superpixels_for_volumes(volumes, SuperpixelConfig(), tmp_path_factory.mktemp("sp"),
                                           dataset="CHAOST2", progress=False)
     return SelfSupervisedSampler(volumes, superpixels, image_size=64)
 

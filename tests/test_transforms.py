@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from medfss.data.transforms import (AugmentParams, augment_pair, gamma_transform, random_sampling_grid,
+from medfss.data.transforms import (AugmentConfig, augment_pair, gamma_transform, random_sampling_grid,
                                     resize_image, resize_label, warp)
 
-IDENTITY = AugmentParams(rotate_deg=0, shear_deg=0, translate_px=0, scale_range=(1, 1), elastic=False,
+IDENTITY = AugmentConfig(rotate_deg=0, shear_deg=0, translate_px=0, scale_range=(1, 1), elastic=False,
                          gamma_range=(1, 1))
 
 
@@ -30,7 +30,7 @@ def mismatch(image: torch.Tensor, mask: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("size, elastic", [(64, True), (128, True), (128, False), (256, True)])
 def test_image_and_mask_stay_aligned_and_mask_binary(size, elastic):
-    params = AugmentParams(elastic=elastic)
+    params = AugmentConfig(elastic=elastic)
     for seed in range(4):
         shape = blob(size, seed)
         image, mask = augment_pair(shape, shape.clone(), np.random.default_rng(seed), params)
@@ -48,7 +48,7 @@ def test_integer_labels_keep_their_values():
     labels = torch.zeros(64, 64, dtype=torch.long)
     labels[10:30, 10:30] = 3
     labels[35:55, 30:60] = 7
-    _, warped = augment_pair(torch.rand(64, 64), labels, np.random.default_rng(0), AugmentParams())
+    _, warped = augment_pair(torch.rand(64, 64), labels, np.random.default_rng(0), AugmentConfig())
     assert warped.dtype == torch.long
     assert set(torch.unique(warped).tolist()) <= {0, 3, 7}
 
@@ -56,9 +56,9 @@ def test_integer_labels_keep_their_values():
 def test_same_seed_same_views_other_seed_other_views():
     shape = blob(96)
     image = shape * 2 + torch.linspace(-1, 1, 96)[None]
-    a = augment_pair(image, shape, np.random.default_rng(5), AugmentParams())
-    b = augment_pair(image, shape, np.random.default_rng(5), AugmentParams())
-    c = augment_pair(image, shape, np.random.default_rng(6), AugmentParams())
+    a = augment_pair(image, shape, np.random.default_rng(5), AugmentConfig())
+    b = augment_pair(image, shape, np.random.default_rng(5), AugmentConfig())
+    c = augment_pair(image, shape, np.random.default_rng(6), AugmentConfig())
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
 
@@ -72,7 +72,7 @@ def test_zero_ranges_are_the_identity():
 
 
 def test_translation_only_grid_is_a_constant_shift_scaled_with_size():
-    params = AugmentParams(rotate_deg=0, shear_deg=0, translate_px=8, scale_range=(1, 1), elastic=False)
+    params = AugmentConfig(rotate_deg=0, shear_deg=0, translate_px=8, scale_range=(1, 1), elastic=False)
     shifts = []
     for size in (128, 256):
         identity = random_sampling_grid(np.random.default_rng(0), (size, size), IDENTITY)
@@ -84,7 +84,7 @@ def test_translation_only_grid_is_a_constant_shift_scaled_with_size():
 
 
 def test_elastic_field_is_smooth_and_small():
-    params = AugmentParams(rotate_deg=0, shear_deg=0, translate_px=0, scale_range=(1, 1))
+    params = AugmentConfig(rotate_deg=0, shear_deg=0, translate_px=0, scale_range=(1, 1))
     identity = random_sampling_grid(np.random.default_rng(0), (256, 256), IDENTITY)
     field = random_sampling_grid(np.random.default_rng(0), (256, 256), params)[:2] - identity[:2]  # [2, H, W]
     rms = field.pow(2).sum(0).mean().sqrt().item()
@@ -104,7 +104,7 @@ def test_gamma_transform_matches_the_formula():
 def test_gamma_is_drawn_and_applied_to_the_image_only():
     image = torch.linspace(0.0, 1.0, 64)[None].repeat(64, 1)
     mask = torch.ones(64, 64)
-    params = AugmentParams(rotate_deg=0, shear_deg=0, translate_px=0, scale_range=(1, 1), elastic=False,
+    params = AugmentConfig(rotate_deg=0, shear_deg=0, translate_px=0, scale_range=(1, 1), elastic=False,
                            gamma_range=(2.0, 2.0))
     out_image, out_mask = augment_pair(image, mask, np.random.default_rng(0), params)
     torch.testing.assert_close(out_image, image ** 2, atol=1e-4, rtol=1e-4)
@@ -114,7 +114,7 @@ def test_gamma_is_drawn_and_applied_to_the_image_only():
 def test_warp_pads_images_with_the_border_and_masks_with_zeros():
     image = torch.full((32, 32), -0.8)
     mask = torch.ones(32, 32)
-    params = AugmentParams(rotate_deg=0, shear_deg=0, translate_px=0, scale_range=(0.5, 0.5), elastic=False)
+    params = AugmentConfig(rotate_deg=0, shear_deg=0, translate_px=0, scale_range=(0.5, 0.5), elastic=False)
     grid = random_sampling_grid(np.random.default_rng(0), (32, 32), params)  # shrinks: borders uncovered
     torch.testing.assert_close(warp(image, grid, mode="bilinear", padding_mode="border"), image)
     out = warp(mask, grid, mode="nearest", padding_mode="zeros")
@@ -138,9 +138,9 @@ def test_resize():
                                     dict(elastic_alpha_px=-1)])
 def test_invalid_params_raise(kwargs):
     with pytest.raises(ValueError):
-        AugmentParams(**kwargs)
+        AugmentConfig(**kwargs)
 
 
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="same shape"):
-        augment_pair(torch.zeros(8, 8), torch.zeros(8, 9), np.random.default_rng(0), AugmentParams())
+        augment_pair(torch.zeros(8, 8), torch.zeros(8, 9), np.random.default_rng(0), AugmentConfig())

@@ -117,10 +117,10 @@ def cmd_train(args) -> int:
 def cmd_benchmark(args) -> int:
     from medfss.config import load_config
     from medfss.data.io import write_text_atomic
-    from medfss.evaluation.benchmark import BenchmarkSettings, benchmark, format_benchmark
+    from medfss.evaluation.benchmark import BenchmarkConfig, benchmark, format_benchmark
     from medfss.provenance import provenance
 
-    settings = BenchmarkSettings(train_steps=args.steps, query_slices=args.query_slices, device=args.device)
+    settings = BenchmarkConfig(train_steps=args.steps, query_slices=args.query_slices, device=args.device)
     key, _, values = (args.sweep or "").partition("=")
     if args.sweep is not None and not (key and values):
         raise ConfigError(f"--sweep takes KEY=V1,V2,..., got {args.sweep!r}")

@@ -26,6 +26,7 @@ import yaml
 
 from medfss.data.io import write_text_atomic
 from medfss.errors import ConfigError, InputFileError
+from medfss.validation import require
 
 
 @dataclass(frozen=True)
@@ -57,15 +58,15 @@ class DataConfig:
     image_size: int = 256  # episodes are resized to image_size x image_size
     shots: int = 1
     supervision: Literal["self", "supervised"] = "self"
-    superpixels: dict[str, Any] = field(default_factory=dict)  # SuperpixelParams fields to change
-    augment: dict[str, Any] | None = None  # AugmentParams fields to change; None: the sampler's default
+    superpixels: dict[str, Any] = field(default_factory=dict)  # SuperpixelConfig fields to change
+    augment: dict[str, Any] | None = None  # AugmentConfig fields to change; None: the sampler's default
     cache_dir: str | None = None  # superpixel cache; None: <run_dir>/superpixels
 
     def __post_init__(self):
-        _require(self.fold >= 0, "data.fold", f"must be >= 0, got {self.fold}")
-        _require(self.image_size >= 8, "data.image_size", f"must be >= 8 px, got {self.image_size}")
-        _require(self.shots >= 1, "data.shots", f"must be >= 1, got {self.shots}")
-        _require(self.setting == 1 or self.test_classes, "data.test_classes",
+        require(self.fold >= 0, "data.fold", f"must be >= 0, got {self.fold}")
+        require(self.image_size >= 8, "data.image_size", f"must be >= 8 px, got {self.image_size}")
+        require(self.shots >= 1, "data.shots", f"must be >= 1, got {self.shots}")
+        require(self.setting == 1 or self.test_classes, "data.test_classes",
                  "must name the test classes in setting 2 (their slices leave training), "
                  "e.g. 'data.test_classes=[liver, spleen]'")
 
@@ -88,14 +89,14 @@ class OptimConfig:
     grad_clip: float | None = None
 
     def __post_init__(self):
-        _require(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
-        _require(0 <= self.momentum < 1, "optim.momentum", f"must be in [0, 1), got {self.momentum}")
-        _require(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _require(0 < self.lr_gamma <= 1, "optim.lr_gamma", f"must be in (0, 1], got {self.lr_gamma}")
-        _require(self.lr_step >= 1, "optim.lr_step", f"must be >= 1, got {self.lr_step}")
-        _require(self.iterations >= 1, "optim.iterations", f"must be >= 1, got {self.iterations}")
-        _require(self.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.grad_clip is None or self.grad_clip > 0, "optim.grad_clip",
+        require(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        require(0 <= self.momentum < 1, "optim.momentum", f"must be in [0, 1), got {self.momentum}")
+        require(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(0 < self.lr_gamma <= 1, "optim.lr_gamma", f"must be in (0, 1], got {self.lr_gamma}")
+        require(self.lr_step >= 1, "optim.lr_step", f"must be >= 1, got {self.lr_step}")
+        require(self.iterations >= 1, "optim.iterations", f"must be >= 1, got {self.iterations}")
+        require(self.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.grad_clip is None or self.grad_clip > 0, "optim.grad_clip",
                  f"must be > 0, or null for no clipping, got {self.grad_clip}")
 
 
@@ -114,13 +115,13 @@ class RuntimeConfig:
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
 
     def __post_init__(self):
-        _require(self.seed >= 0, "runtime.seed", f"must be >= 0, got {self.seed}")
-        _require(self.devices >= 1, "runtime.devices", f"must be >= 1, got {self.devices}")
-        _require(self.num_nodes >= 1, "runtime.num_nodes", f"must be >= 1, got {self.num_nodes}")
-        _require(self.num_workers >= 0, "runtime.num_workers", f"must be >= 0, got {self.num_workers}")
-        _require(self.checkpoint_every >= 1, "runtime.checkpoint_every",
+        require(self.seed >= 0, "runtime.seed", f"must be >= 0, got {self.seed}")
+        require(self.devices >= 1, "runtime.devices", f"must be >= 1, got {self.devices}")
+        require(self.num_nodes >= 1, "runtime.num_nodes", f"must be >= 1, got {self.num_nodes}")
+        require(self.num_workers >= 0, "runtime.num_workers", f"must be >= 0, got {self.num_workers}")
+        require(self.checkpoint_every >= 1, "runtime.checkpoint_every",
                  f"must be >= 1, got {self.checkpoint_every}")
-        _require(self.log_every >= 1, "runtime.log_every", f"must be >= 1, got {self.log_every}")
+        require(self.log_every >= 1, "runtime.log_every", f"must be >= 1, got {self.log_every}")
 
 
 @dataclass(frozen=True)
@@ -131,11 +132,6 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} {message}")
 
 
 # --- typed conversion between plain data and the dataclasses -------------------------
@@ -234,11 +230,52 @@ def _from_mapping(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
 
 
 def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
-    """A :class:`TrainConfig` from nested plain data; missing keys keep their defaults."""
+    """A :class:`TrainConfig` from nested plain data; missing keys keep their defaults.
+
+    The free-form mappings are checked too (:func:`check_free_form`), so a
+    misspelt model option fails here, not when the model is built.
+    """
     if not isinstance(values, Mapping):
         raise ConfigError(f"a config must be a mapping of {sorted(_field_types(TrainConfig))}, "
                           f"got {type(values).__name__}")
-    return _from_mapping(TrainConfig, values, "")
+    config = _from_mapping(TrainConfig, values, "")
+    check_free_form(config)
+    return config
+
+
+def check_free_form(config: TrainConfig) -> None:
+    """Check the mappings whose schema lives with their owner: model options, superpixels, augmentation.
+
+    ``model.options`` against the named model's settings dataclass and encoder
+    options (:func:`medfss.models.registry.check_model_options`), when the
+    name is a registered model (a custom model passed to the trainer by hand
+    checks its own);
+    ``data.superpixels`` and ``data.augment`` against
+    :class:`~medfss.data.superpixels.SuperpixelConfig` and
+    :class:`~medfss.data.transforms.AugmentConfig`. Imported here, not at the
+    top, because they pull in torch and the models.
+    """
+    from medfss.data.superpixels import SuperpixelConfig
+    from medfss.data.transforms import AugmentConfig
+    from medfss.models.registry import MODELS, check_model_options
+
+    if config.model.name in MODELS:
+        check_model_options(config.model.name, config.model.options)
+    sub_config(SuperpixelConfig, config.data.superpixels, "data.superpixels")
+    if config.data.augment is not None:
+        sub_config(AugmentConfig, config.data.augment, "data.augment")
+
+
+def sub_config(cls: type, values: Mapping[str, Any], key: str) -> Any:
+    """``cls(**values)`` for a free-form mapping at ``key``: unknown fields and bad values name ``key``."""
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ConfigError(f"{key}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(valid))}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def _plain(value: Any) -> Any:

@@ -19,5 +19,9 @@ class LabelMapError(MedfssError):
     """Labels in a volume do not match the declared label map."""
 
 
-class ConfigError(MedfssError):
-    """An option, config value or name is invalid."""
+class ConfigError(MedfssError, ValueError):
+    """An option, config value or name is invalid.
+
+    Also a ``ValueError``: building a settings dataclass with a bad value in
+    code is the classic case of one.
+    """

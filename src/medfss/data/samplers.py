@@ -33,7 +33,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from medfss.data.datasets import DatasetSpec, Volume
 from medfss.data.episodes import Episode
 from medfss.data.preprocess import volumes_orientation
-from medfss.data.transforms import AugmentParams, augment_pair, resize_image, resize_label
+from medfss.data.transforms import AugmentConfig, augment_pair, resize_image, resize_label
 
 MIN_IMAGE_SIZE = 16
 # Smallest mask, as a fraction of the slice: half the smallest superpixel (400 px of 256 x 256);
@@ -108,7 +108,7 @@ class SelfSupervisedSampler:
     """
 
     def __init__(self, volumes: Sequence[Volume], superpixels: Sequence[np.ndarray], *,
-                 image_size: int = 128, shots: int = 1, augment: AugmentParams = AugmentParams(),
+                 image_size: int = 128, shots: int = 1, augment: AugmentConfig = AugmentConfig(),
                  exclude_classes: Iterable[int] = (), min_mask_area: float = DEFAULT_MIN_MASK_AREA):
         _check_common(image_size, shots, min_mask_area)
         if len(volumes) != len(superpixels):
@@ -176,7 +176,7 @@ class SupervisedSampler:
 
     def __init__(self, volumes: Sequence[Volume], spec: DatasetSpec, *, test_classes: Sequence[str],
                  setting: int, image_size: int = 128, shots: int = 1,
-                 min_mask_area: float = DEFAULT_MIN_MASK_AREA, augment: AugmentParams | None = None):
+                 min_mask_area: float = DEFAULT_MIN_MASK_AREA, augment: AugmentConfig | None = None):
         _check_common(image_size, shots, min_mask_area)
         if setting not in (1, 2):
             raise ValueError(f"setting must be 1 (test classes may appear as background) or 2 "

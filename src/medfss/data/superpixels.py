@@ -34,6 +34,7 @@ from skimage.segmentation import felzenszwalb
 from tqdm.auto import tqdm
 
 from medfss.data.datasets import Volume
+from medfss.validation import check_non_negative_number, check_positive_int, check_positive_number, require
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ ALGORITHM_VERSION = 1  # bump when the output of the code below changes: stale c
 
 
 @dataclass(frozen=True)
-class SuperpixelParams:
+class SuperpixelConfig:
     """Settings of the superpixel pseudolabels; their :attr:`key` names the cache files.
 
     The defaults were tuned on CHAOST2 (z-scored T2-SPIR MRI, 256 x 256): a median of
@@ -66,17 +67,11 @@ class SuperpixelParams:
     body_smoothing: float = 1.5  # Gaussian sigma (px) applied before thresholding the body
 
     def __post_init__(self):
-        if not self.scale > 0:
-            raise ValueError(f"scale must be > 0, got {self.scale}")
-        if not self.sigma >= 0:
-            raise ValueError(f"sigma must be >= 0, got {self.sigma}")
-        if not (isinstance(self.min_size, int) and self.min_size >= 1):
-            raise ValueError(f"min_size must be an integer >= 1 (px at 256 x 256), got {self.min_size!r}")
-        if not 0 < self.body_threshold < 1:
-            raise ValueError(f"body_threshold is a fraction of the intensity range, in (0, 1); "
-                             f"got {self.body_threshold}")
-        if not self.body_smoothing >= 0:
-            raise ValueError(f"body_smoothing must be >= 0, got {self.body_smoothing}")
+        check_positive_number(self, "scale")
+        check_non_negative_number(self, "sigma", "body_smoothing")
+        check_positive_int(self, "min_size", hint="px at 256 x 256")
+        require(isinstance(self.body_threshold, (int, float)) and 0 < self.body_threshold < 1, "body_threshold",
+                f"is a fraction of the intensity range, in (0, 1); got {self.body_threshold!r}")
 
     def to_json(self) -> str:
         """Canonical JSON of the settings and the algorithm version (stored in each cache file)."""
@@ -171,7 +166,7 @@ def merge_small_regions(labels: np.ndarray, min_size: int) -> np.ndarray:
     return _relabel_consecutive(parent[labels])
 
 
-def slice_superpixels(image: np.ndarray, threshold: float, params: SuperpixelParams) -> np.ndarray:
+def slice_superpixels(image: np.ndarray, threshold: float, params: SuperpixelConfig) -> np.ndarray:
     """Superpixels of one slice ``[H, W]`` inside its body mask.
 
     Felzenszwalb segments are cut by the body mask, split into connected pieces, and
@@ -188,7 +183,7 @@ def slice_superpixels(image: np.ndarray, threshold: float, params: SuperpixelPar
     return merge_small_regions(pieces, min_size)
 
 
-def compute_superpixels(image: np.ndarray, params: SuperpixelParams) -> np.ndarray:
+def compute_superpixels(image: np.ndarray, params: SuperpixelConfig) -> np.ndarray:
     """Superpixels of every slice of a volume ``[H, W, D]`` (no cache): int32 ``[H, W, D]``.
 
     Labels restart at 1 on every slice; 0 is outside the body.
@@ -211,7 +206,7 @@ def _dataset_tag(volume: Volume) -> str:
     return folder.parent.name if folder.name == "imagesTr" else folder.name
 
 
-def cache_path(volume: Volume, params: SuperpixelParams, cache_dir: str | os.PathLike,
+def cache_path(volume: Volume, params: SuperpixelConfig, cache_dir: str | os.PathLike,
                dataset: str | None = None) -> Path:
     """``{cache_dir}/{dataset}_{case}_sp-{params.key}.npz``."""
     return Path(cache_dir) / f"{dataset or _dataset_tag(volume)}_{volume.case_id}_sp-{params.key}.npz"
@@ -225,7 +220,7 @@ def _check_cache_dir(cache_dir: Path, volume: Volume) -> None:
                          "read-only: put the cache beside your output folder instead")
 
 
-def _read_cache(path: Path, params: SuperpixelParams, fingerprint: str) -> np.ndarray | None:
+def _read_cache(path: Path, params: SuperpixelConfig, fingerprint: str) -> np.ndarray | None:
     """The cached superpixels if the file exists and matches ``params`` and the image, else None."""
     if not path.is_file():
         return None
@@ -240,7 +235,7 @@ def _read_cache(path: Path, params: SuperpixelParams, fingerprint: str) -> np.nd
         return None
 
 
-def _write_cache(path: Path, superpixels: np.ndarray, params: SuperpixelParams, fingerprint: str) -> None:
+def _write_cache(path: Path, superpixels: np.ndarray, params: SuperpixelConfig, fingerprint: str) -> None:
     """Write through a temporary file and a rename: concurrent readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
@@ -254,7 +249,7 @@ def _write_cache(path: Path, superpixels: np.ndarray, params: SuperpixelParams, 
             os.unlink(tmp)
 
 
-def superpixels_for_volume(volume: Volume, params: SuperpixelParams, cache_dir: str | os.PathLike,
+def superpixels_for_volume(volume: Volume, params: SuperpixelConfig, cache_dir: str | os.PathLike,
                            *, dataset: str | None = None) -> np.ndarray:
     """Superpixels of ``volume`` (int32 ``[H, W, D]``), read from or written to ``cache_dir``.
 
@@ -275,7 +270,7 @@ def superpixels_for_volume(volume: Volume, params: SuperpixelParams, cache_dir: 
     return superpixels
 
 
-def superpixels_for_volumes(volumes: Sequence[Volume], params: SuperpixelParams,
+def superpixels_for_volumes(volumes: Sequence[Volume], params: SuperpixelConfig,
                             cache_dir: str | os.PathLike, *, dataset: str | None = None,
                             progress: bool = True) -> list[np.ndarray]:
     """:func:`superpixels_for_volume` for many volumes, with a progress bar."""

@@ -34,12 +34,14 @@ from monai.transforms.utils import create_grid
 from monai.utils import convert_to_tensor
 from torch import Tensor
 
-REFERENCE_SIZE = 256  # side (px) at which the lengths of :class:`AugmentParams` are given
+from medfss.validation import check_bool, check_non_negative_number, check_positive_number, require
+
+REFERENCE_SIZE = 256  # side (px) at which the lengths of :class:`AugmentConfig` are given
 ELASTIC_TRUNCATE = 2.0  # the elastic smoothing kernel spans +-2 sigma
 
 
 @dataclass(frozen=True)
-class AugmentParams:
+class AugmentConfig:
     """Ranges of the random query transforms; defaults are SSL-ALPNet's (``sabs_aug``).
 
     The elastic field follows Simard et al. (2003): uniform noise in [-1, 1]
@@ -61,17 +63,14 @@ class AugmentParams:
     gamma_range: tuple[float, float] = (0.5, 1.5)  # gamma drawn from U(low, high)
 
     def __post_init__(self):
-        for name in ("rotate_deg", "translate_px", "elastic_alpha_px"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.shear_deg < 90:
-            raise ValueError(f"shear_deg must be in [0, 90), got {self.shear_deg}")
-        if self.elastic and not self.elastic_sigma_px > 0:
-            raise ValueError(f"elastic_sigma_px must be > 0, got {self.elastic_sigma_px}")
+        check_non_negative_number(self, "rotate_deg", "translate_px", "elastic_alpha_px")
+        check_bool(self, "elastic")
+        require(0 <= self.shear_deg < 90, "shear_deg", f"must be in [0, 90), got {self.shear_deg}")
+        if self.elastic:
+            check_positive_number(self, "elastic_sigma_px")
         for name in ("scale_range", "gamma_range"):
             low, high = getattr(self, name)
-            if not 0 < low <= high:
-                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
+            require(0 < low <= high, name, f"must be (low, high) with 0 < low <= high, got {(low, high)}")
 
 
 def resize_image(image: Tensor, size: int) -> Tensor:
@@ -92,7 +91,7 @@ def resize_label(label: Tensor, size: int) -> Tensor:
 
 
 def random_sampling_grid(rng: np.random.Generator, shape: tuple[int, int],
-                         params: AugmentParams) -> Tensor:
+                         params: AugmentConfig) -> Tensor:
     """A random geometric transform T_g as a sampling grid ``[3, H, W]`` (MONAI's layout).
 
     Output pixel p samples the input at ``A (p + d(p))``: the elastic displacement d
@@ -133,7 +132,7 @@ def gamma_transform(image: Tensor, gamma: float) -> Tensor:
 
 
 def augment_pair(image: Tensor, mask: Tensor, rng: np.random.Generator,
-                 params: AugmentParams) -> tuple[Tensor, Tensor]:
+                 params: AugmentConfig) -> tuple[Tensor, Tensor]:
     """One random query view: ``(T_g(T_i(image)), T_g(mask))`` for ``image, mask [H, W]``.
 
     The mask is warped with nearest neighbour from the same grid: it keeps its values

@@ -19,16 +19,20 @@ import torch
 
 from medfss.config import TrainConfig, config_from_dict, config_to_dict
 from medfss.data.episodes import Episode
+from medfss.validation import check_positive_int
 
 
 @dataclass(frozen=True)
-class BenchmarkSettings:
+class BenchmarkConfig:
     """How long to measure; the defaults take about a minute per CPU preset."""
 
     train_steps: int = 5  # timed optimisation steps, after one warm-up step
     query_slices: int = 32  # slices of the timed query volume (CHAOST2 volumes hold 26-50)
     native_size: int = 256  # in-plane size of the query volume before resizing to the model's
     device: str = "cpu"
+
+    def __post_init__(self):
+        check_positive_int(self, "train_steps", "query_slices", "native_size")
 
 
 def _peak_memory_mib(device: torch.device) -> float:
@@ -57,7 +61,7 @@ def _measure_training(config_dict: dict, settings: dict) -> dict:
     from medfss.models.registry import build_model_from_config
     from medfss.training.schedule import build_optimizer
 
-    config, bench = config_from_dict(config_dict), BenchmarkSettings(**settings)
+    config, bench = config_from_dict(config_dict), BenchmarkConfig(**settings)
     device = torch.device(bench.device)
     model = build_model_from_config(config.model).to(device).train()
     optimizer, _ = build_optimizer(model.parameters(), config.optim)
@@ -83,7 +87,7 @@ def _measure_inference(config_dict: dict, settings: dict) -> dict:
     from medfss.inference.predictor import EpisodicPredictor
     from medfss.models.registry import build_model_from_config
 
-    config, bench = config_from_dict(config_dict), BenchmarkSettings(**settings)
+    config, bench = config_from_dict(config_dict), BenchmarkConfig(**settings)
     model = build_model_from_config(config.model)
     predictor = EpisodicPredictor(model, image_size=config.data.image_size, device=bench.device)
     n, size = bench.query_slices, bench.native_size
@@ -108,7 +112,7 @@ def _in_fresh_process(function, *args) -> dict:
         return pool.apply(function, args)
 
 
-def benchmark(config: TrainConfig, settings: BenchmarkSettings = BenchmarkSettings()) -> dict:
+def benchmark(config: TrainConfig, settings: BenchmarkConfig = BenchmarkConfig()) -> dict:
     """Training and inference speed and peak memory of the model and sizes of ``config``."""
     plain, bench = config_to_dict(config), asdict(settings)
     return {"model": config.model.name, "model_options": dict(config.model.options),

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from medfss.models.base import FewShotSegmenter, LossWeights
-from medfss.models.validation import check_fraction, check_positive_int, check_positive_number
+from medfss.validation import check_fraction, check_positive_int, check_positive_number
 from medfss.nn.prototypes import adaptive_local_prototypes, fused_similarity
 
 

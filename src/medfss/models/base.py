@@ -17,7 +17,7 @@ The trainer and the evaluation protocol only ever see this interface:
 What a new model implements:
 
 1. a frozen settings dataclass extending :class:`LossWeights`, its fields
-   validated in ``__post_init__`` with :mod:`medfss.models.validation`
+   validated in ``__post_init__`` with :mod:`medfss.validation`
    (call ``super().__post_init__()`` first);
 2. a subclass of :class:`FewShotSegmenter` whose constructor takes the built
    encoder and the settings and calls ``super().__init__(encoder, settings)``;
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medfss.data.episodes import Episode
-from medfss.models.validation import check_non_negative_number, check_positive_number
+from medfss.validation import check_non_negative_number, check_positive_number
 from medfss.nn.losses import prototype_alignment_loss, weighted_cross_entropy
 
 

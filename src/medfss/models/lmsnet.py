@@ -45,7 +45,7 @@ from medfss.models.lms.initialisation import initial_mask, initial_prototypes, r
 from medfss.models.lms.mut import FixedPrototypes, MomentumUpdateTransformer, PrototypeStep
 from medfss.models.lms.pdnet import DataConsistencyStep, PDNet
 from medfss.models.lms.positive import PositiveScalar
-from medfss.models.validation import check_bool, check_choice, check_positive_int, check_positive_number
+from medfss.validation import check_bool, check_choice, check_positive_int, check_positive_number
 from medfss.nn.prototypes import class_prototype
 
 

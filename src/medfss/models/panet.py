@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from medfss.models.base import FewShotSegmenter, LossWeights
-from medfss.models.validation import check_positive_number
+from medfss.validation import check_positive_number
 from medfss.nn.prototypes import class_prototype, cosine_similarity_map
 
 

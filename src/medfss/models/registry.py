@@ -9,8 +9,9 @@ file, or None), plus the fields of its settings dataclass.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import fields
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
@@ -20,7 +21,7 @@ from medfss.models.alpnet import ALPNet, ALPNetConfig
 from medfss.models.base import FewShotSegmenter
 from medfss.models.lmsnet import FLMSNet, FLMSNetConfig, LMSNetConfig, build_lmsnet
 from medfss.models.panet import PANet, PANetConfig
-from medfss.nn.backbones import build_backbone, load_backbone_weights
+from medfss.nn.backbones import BACKBONES, build_backbone, load_backbone_weights
 
 # name -> (model class taking (encoder, settings), settings dataclass)
 MODELS: dict[str, tuple[Callable[[nn.Module, object], FewShotSegmenter], type]] = {
@@ -30,6 +31,7 @@ MODELS: dict[str, tuple[Callable[[nn.Module, object], FewShotSegmenter], type]] 
     "flmsnet": (FLMSNet, FLMSNetConfig),
 }
 ENCODER_OPTIONS = ("backbone", "pretrained")
+DEFAULT_BACKBONE = "resnet101"  # the papers'
 
 
 def model_options(name: str) -> list[str]:
@@ -44,7 +46,32 @@ def _lookup(name: str):
     return MODELS[name]
 
 
-def build_model(name: str, *, backbone: str = "resnet101", pretrained: str | os.PathLike | None = None,
+def check_model_options(name: str, options: Mapping[str, Any]) -> Any:
+    """The settings of model ``name`` built from ``options`` (encoder options checked, not built).
+
+    Raises :class:`ConfigError` for an unknown name, option or value: what
+    :func:`medfss.config.load_config` calls so that a misspelt option fails
+    when the config is read.
+    """
+    _, settings_class = _lookup(name)
+    settings_fields = {f.name for f in fields(settings_class)}
+    unknown = sorted(set(options) - settings_fields - set(ENCODER_OPTIONS))
+    if unknown:
+        raise ConfigError(f"model {name!r}: unknown option(s) {', '.join(unknown)}; "
+                          f"valid options: {', '.join(model_options(name))}")
+    backbone = options.get("backbone", DEFAULT_BACKBONE)
+    if not isinstance(backbone, str) or backbone not in BACKBONES:
+        raise ConfigError(f"model {name!r}: unknown backbone {backbone!r}; valid backbones: {', '.join(BACKBONES)}")
+    pretrained = options.get("pretrained")
+    if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
+        raise ConfigError(f"model {name!r}: pretrained must be a file path or null, got {pretrained!r}")
+    try:
+        return settings_class(**{k: v for k, v in options.items() if k in settings_fields})
+    except ValueError as exc:
+        raise ConfigError(f"model {name!r}: {exc}") from None
+
+
+def build_model(name: str, *, backbone: str = DEFAULT_BACKBONE, pretrained: str | os.PathLike | None = None,
                 **options) -> FewShotSegmenter:
     """The model ``name`` with a ``backbone`` encoder, optionally initialised from ``pretrained``.
 
@@ -52,15 +79,8 @@ def build_model(name: str, *, backbone: str = "resnet101", pretrained: str | os.
     Raises :class:`ConfigError` for an unknown name, option or value and
     :class:`~medfss.errors.InputFileError` for unusable pretrained weights.
     """
-    model_class, settings_class = _lookup(name)
-    unknown = sorted(set(options) - {f.name for f in fields(settings_class)})
-    if unknown:
-        raise ConfigError(f"model {name!r}: unknown option(s) {', '.join(unknown)}; "
-                          f"valid options: {', '.join(model_options(name))}")
-    try:
-        settings = settings_class(**options)
-    except ValueError as exc:
-        raise ConfigError(f"model {name!r}: {exc}") from None
+    model_class, _ = _lookup(name)
+    settings = check_model_options(name, {"backbone": backbone, "pretrained": pretrained, **options})
     encoder = build_backbone(backbone)
     if pretrained is not None:
         load_backbone_weights(encoder, pretrained)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from medfss.errors import ConfigError, InputFileError
+from medfss.validation import check_choice, check_positive_int, require
 
 OUTPUT_STRIDE = 8
 
@@ -52,16 +53,12 @@ class BackboneConfig:
     in_channels: int = 1
 
     def __post_init__(self):
-        if self.block not in ("basic", "bottleneck"):
-            raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
+        check_choice(self, "block", ("basic", "bottleneck"))
         for name in ("depths", "widths"):
             values = getattr(self, name)
-            if len(values) != 4 or not all(isinstance(v, int) and v > 0 for v in values):
-                raise ValueError(f"{name} must be four positive integers (one per stage), got {values!r}")
-        for name in ("stem_width", "out_channels", "in_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            require(len(values) == 4 and all(isinstance(v, int) and v > 0 for v in values), name,
+                    f"must be four positive integers (one per stage), got {values!r}")
+        check_positive_int(self, "stem_width", "out_channels", "in_channels")
 
 
 BACKBONES: dict[str, BackboneConfig] = {

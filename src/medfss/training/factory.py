@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medfss.config import TrainConfig
+from medfss.config import TrainConfig, sub_config
 from medfss.data.datasets import Dataset
 from medfss.errors import ConfigError
 
@@ -29,20 +29,20 @@ def build_episode_sampler(config: TrainConfig, run_dir: str | Path) -> EpisodeSa
     """
     # imported here, not at the top: they pull in MONAI and scikit-image
     from medfss.data.samplers import SelfSupervisedSampler, SupervisedSampler, setting2_excluded_classes
-    from medfss.data.superpixels import SuperpixelParams, superpixels_for_volumes
-    from medfss.data.transforms import AugmentParams
+    from medfss.data.superpixels import SuperpixelConfig, superpixels_for_volumes
+    from medfss.data.transforms import AugmentConfig
 
     data = config.data
     dataset = Dataset.from_name(data.dataset, data.data_root)
     for name in data.test_classes:
         dataset.spec.class_index(name)  # a misspelt class fails here, before any loading
-    augment = _settings(AugmentParams, data.augment, "data.augment") if data.augment is not None else None
+    augment = sub_config(AugmentConfig, data.augment, "data.augment") if data.augment is not None else None
     volumes = [dataset.load(case_id) for case_id in dataset.train_case_ids(data.fold)]
     try:
         if data.supervision == "supervised":
             return SupervisedSampler(volumes, dataset.spec, test_classes=data.test_classes, setting=data.setting,
                                      image_size=data.image_size, shots=data.shots, augment=augment)
-        params = _settings(SuperpixelParams, data.superpixels, "data.superpixels")
+        params = sub_config(SuperpixelConfig, data.superpixels, "data.superpixels")
         cache_dir = Path(data.cache_dir) if data.cache_dir is not None else Path(run_dir) / "superpixels"
         superpixels = superpixels_for_volumes(volumes, params, cache_dir, dataset=dataset.spec.name)
         exclude = setting2_excluded_classes(dataset.spec, data.test_classes) if data.setting == 2 else ()
@@ -51,10 +51,3 @@ def build_episode_sampler(config: TrainConfig, run_dir: str | Path) -> EpisodeSa
     except ValueError as exc:
         raise ConfigError(f"data: {exc}") from None
 
-
-def _settings(cls: type, values: dict, key: str):
-    """``cls(**values)`` with a :class:`ConfigError` naming ``key`` for a bad field or value."""
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key}: {exc}") from None

@@ -1,15 +1,25 @@
-"""Checks of model settings, written once for every settings dataclass's ``__post_init__``.
+"""Checks of settings, written once for every frozen config dataclass's ``__post_init__``.
 
-Each check takes the settings object and the names of its fields to check,
-and raises ``ValueError`` with one line naming the field, the rule, an
-optional hint on the fix and the value given (the registry turns it into a
-:class:`~medfss.errors.ConfigError`). Booleans are not numbers here: YAML
-``true`` where a count or a weight is expected is a mistake.
+The project's configuration convention: every group of settings is a frozen
+dataclass named ``...Config`` with its defaults on its fields (one place per
+default), checked in ``__post_init__`` with the functions below. Each raises
+:class:`~medfss.errors.ConfigError` (a ``ValueError`` too, for library
+callers) with one line naming the field, the rule, an optional hint on the
+fix and the value given. Booleans are not numbers here: YAML ``true`` where a
+count or a weight is expected is a mistake.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable
+
+from medfss.errors import ConfigError
+
+
+def require(ok: bool, key: str, message: str) -> None:
+    """Raise ``ConfigError("{key} {message}")`` unless ``ok``: for rules the checks below do not cover."""
+    if not ok:
+        raise ConfigError(f"{key} {message}")
 
 
 def _is_number(value: Any) -> bool:
@@ -24,7 +34,7 @@ def _check(settings: Any, names: Iterable[str], ok: Callable[[Any], bool], rule:
     for name in names:
         value = getattr(settings, name)
         if not ok(value):
-            raise ValueError(f"{name} must be {rule}{f' ({hint})' if hint else ''}, got {value!r}")
+            raise ConfigError(f"{name} must be {rule}{f' ({hint})' if hint else ''}, got {value!r}")
 
 
 def check_positive_int(settings: Any, *names: str, hint: str = "", optional: bool = False) -> None:
@@ -41,6 +51,12 @@ def check_positive_number(settings: Any, *names: str, hint: str = "") -> None:
 def check_non_negative_number(settings: Any, *names: str, hint: str = "") -> None:
     """Each field is a number >= 0."""
     _check(settings, names, lambda v: _is_number(v) and v >= 0, ">= 0", hint)
+
+
+def check_non_negative_int(settings: Any, *names: str, hint: str = "") -> None:
+    """Each field is an integer >= 0."""
+    _check(settings, names, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+           "an integer >= 0", hint)
 
 
 def check_fraction(settings: Any, *names: str, hint: str = "") -> None:
