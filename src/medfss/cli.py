@@ -28,6 +28,23 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
                         help="folder holding the data sets (default: $MEDFSS_DATA_ROOT or ../shared/data)")
 
 
+def _add_registration_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("registration (--model registration / --method registration)")
+    group.add_argument("--registration-transform", choices=("affine", "syn"), default="syn",
+                       help="affine, or affine then SyN (default)")
+    group.add_argument("--registration-metric", choices=("mattes", "CC", "meansquares", "GC"), default="mattes",
+                       help="similarity of both stages (mattes: mutual information)")
+    group.add_argument("--registration-iterations", type=_int_list, default=None, metavar="N1,N2,...",
+                       help="SyN iterations per level, coarse to fine (default ANTsPy's 40,20,0)")
+
+
+def _registration_config(args):
+    from medfss.registration.ants import RegistrationConfig
+
+    iterations = {} if args.registration_iterations is None else {"syn_iterations": args.registration_iterations}
+    return RegistrationConfig(transform=args.registration_transform, metric=args.registration_metric, **iterations)
+
+
 def cmd_data_summary(args) -> int:
     from medfss.data.datasets import Dataset
     from medfss.data.summary import describe_volume, format_summary
@@ -61,6 +78,8 @@ def training_records(checkpoint: str, folds, spec, classes) -> dict:
 
 
 def cmd_evaluate(args) -> int:
+    from dataclasses import asdict
+
     from medfss.data.datasets import Dataset
     from medfss.data.io import write_text_atomic
     from medfss.evaluation.predictors import predictor_factory
@@ -82,11 +101,15 @@ def cmd_evaluate(args) -> int:
         seed=args.seed,
         extent=args.extent,
     )
-    predictor_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device)
+    registration = _registration_config(args) if args.model == "registration" else None
+    predictor_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device,
+                                      registration=registration)
     result = evaluate(dataset, predictor_for, config, model_name=args.model,
                       progress=not args.quiet)
     print(result.format_table())
     record = {"label": args.label or args.model, **result.to_json(), "provenance": provenance()}
+    if registration is not None:
+        record["registration"] = asdict(registration)
     if args.checkpoint is not None:
         record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, classes)
     out = Path(args.out)
@@ -204,8 +227,15 @@ def cmd_segment(args) -> int:
     if len(args.support_image) != len(args.support_mask):
         raise ConfigError(f"give one --support-mask per --support-image, got {len(args.support_image)} "
                           f"images and {len(args.support_mask)} masks")
+    predictor = None
+    if args.method == "registration":
+        from medfss.registration.predictor import RegistrationPredictor
+
+        if args.checkpoint is not None:
+            raise ConfigError("--method registration uses no network: leave out --checkpoint")
+        predictor = RegistrationPredictor(_registration_config(args))
     result = segment(args.query, list(zip(args.support_image, args.support_mask)), args.label,
-                     checkpoint=args.checkpoint, axis=args.axis, query_range=args.query_range,
+                     checkpoint=args.checkpoint, predictor=predictor, axis=args.axis, query_range=args.query_range,
                      orientation=args.orientation, modality=args.modality, largest_component=args.largest_component,
                      threshold=args.threshold, device=args.device, batch_size=args.batch_size,
                      out=args.out, probabilities=args.probabilities, overlay=args.overlay,
@@ -239,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="run the few-shot evaluation protocol (1-way k-shot, 3 chunks)")
     ev.add_argument("--model", required=True,
-                    help="a no-training baseline (copy-support, intensity-prototype) or a trained model name")
+                    help="a no-training baseline (copy-support, intensity-prototype, registration) or a "
+                         "trained model name")
     ev.add_argument("--checkpoint", default=None,
                     help="trained weights; '{fold}' in the path is replaced by the fold number")
     ev.add_argument("--dataset", required=True)
@@ -259,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", required=True, type=Path, help="folder for results.json")
     ev.add_argument("--label", default=None, help="row name in reports (default: the model name)")
+    _add_registration_args(ev)
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -326,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold")
     seg.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
     seg.add_argument("--batch-size", type=int, default=8, help="query slices per model call")
+    seg.add_argument("--method", choices=("few-shot", "registration"), default="few-shot",
+                     help="few-shot: the network of --checkpoint; registration: atlas registration of every "
+                          "support onto the query with ANTsPy, labels fused by majority voting (no network)")
+    _add_registration_args(seg)
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=cmd_segment)
 

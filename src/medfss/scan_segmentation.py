@@ -53,7 +53,7 @@ import json
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +65,7 @@ from medfss.errors import ConfigError, InputFileError, LabelMapError
 if TYPE_CHECKING:
     from medfss.data.io import NiftiArray
     from medfss.data.preprocess import Reorientation
-    from medfss.inference import Predictor, SlicePlan
+    from medfss.inference import Predictor, SupportScan, VolumePredictor
 
 PathLike = str | os.PathLike
 SliceRange = tuple[int | None, int | None]  # half-open (start, stop) along the query file's slicing axis;
@@ -107,7 +107,7 @@ class Segmentation:
 
 
 def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labels: Sequence[int] = (1,), *,
-            checkpoint: PathLike | None = None, predictor: Predictor | None = None,
+            checkpoint: PathLike | None = None, predictor: Predictor | VolumePredictor | None = None,
             axis: int | None = None, query_range: SliceRange | None = None, orientation: str | None = None,
             extent: SliceRange | Mapping[int, SliceRange] | None = None,
             modality: str = "auto", largest_component: bool = True, threshold: float = 0.5,
@@ -121,7 +121,9 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     mask must hold every label of ``labels`` (values 1..255).
     checkpoint: an exported model or training checkpoint (default:
     :func:`default_checkpoint`); or pass ``predictor``, any
-    :class:`~medfss.inference.predictor.Predictor`, instead.
+    :class:`~medfss.inference.Predictor` or
+    :class:`~medfss.inference.VolumePredictor` (e.g. atlas registration,
+    :class:`medfss.registration.predictor.RegistrationPredictor`), instead.
     axis: the query file's voxel axis to slice along (default: largest spacing).
     orientation: the voxel order the model works in, as axis codes (e.g.
     "LAS"); default: the one recorded in the checkpoint, else RAS.
@@ -164,6 +166,8 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
         predictor, model_info = load_predictor(checkpoint, device=device, batch_size=batch_size)
     else:
         model_info = {"predictor": type(predictor).__name__}
+        if hasattr(predictor, "config"):
+            model_info["config"] = asdict(predictor.config)
     from medfss.data.preprocess import DEFAULT_ORIENTATION, check_axcodes
     orientation = orientation or model_info.get("slice_orientation") or DEFAULT_ORIENTATION
     try:
@@ -180,14 +184,17 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     extents = _extent_map(extent, labels)
     support_data = [_read_support(image, mask, labels, modality, orientation)
                     for image, mask in pairs]  # all checked before any prediction
-    plans = [_plan_label(label, support_data, volume, query_range, extents.get(label), chunks)
+    from medfss.inference import VolumePredictor
+
+    whole_volume = isinstance(predictor, VolumePredictor)
+    plans = [_plan_label(label, support_data, volume, query_range, extents.get(label), chunks, whole_volume)
              for label in labels]
     support_modalities = [s.modality for s in support_data]
-    del support_data  # the plans hold the chosen support slices only
+    del support_data  # the plans hold what is needed of them
 
-    label_volume, kept = _predict_labels(predictor, plans, volume, threshold=threshold, batch_size=batch_size,
-                                         largest_component=largest_component,
-                                         keep_probabilities=probabilities is not None, progress=progress)
+    label_volume, kept, predicted = _predict_labels(
+        predictor, plans, volume, threshold=threshold, chunks=chunks, batch_size=batch_size,
+        largest_component=largest_component, keep_probabilities=probabilities is not None, progress=progress)
     labels_out = volume.to_scan(label_volume)  # [X, Y, Z]
     probs_out = None
     if kept:
@@ -198,10 +205,10 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     counts = np.bincount(labels_out.ravel(), minlength=256)
     per_label = tuple(LabelResult(
         label=plan.label,
-        extent=volume.scan_range(plan.slices.top, plan.slices.bottom + 1),
+        extent=volume.scan_range(top, bottom + 1),
         support_slices=plan.support_slices,
         voxels=int(counts[plan.label]),
-        millilitres=float(counts[plan.label]) * voxel_ml) for plan in plans)
+        millilitres=float(counts[plan.label]) * voxel_ml) for plan, (top, bottom) in zip(plans, predicted))
     record = {
         "medfss_version": __version__,
         "inputs": {"query": str(query), "query_shape": list(geometry["shape"]),
@@ -304,6 +311,7 @@ class _QueryVolume:
     canonical_axis: int
     scan_axis: int
     modality: str
+    spacing: tuple[float, float, float]  # mm along H, W, D
 
     @classmethod
     def build(cls, img: NiftiArray, axis: int | None, modality: str, orientation: str) -> "_QueryVolume":
@@ -315,7 +323,8 @@ class _QueryVolume:
         else:
             canonical_axis = reorientation.canonical_axis(axis)
         image, used = normalize_intensity(_slicing_view(img.array, reorientation, canonical_axis), modality)
-        return cls(image, reorientation, canonical_axis, reorientation.scan_axis(canonical_axis), used)
+        spacing = _slicing_spacing(reorientation.canonical_spacing(img.spacing), canonical_axis)
+        return cls(image, reorientation, canonical_axis, reorientation.scan_axis(canonical_axis), used, spacing)
 
     @property
     def direction(self) -> str:
@@ -362,6 +371,7 @@ class _Support:
     reorientation: Reorientation
     mask_path: Path
     modality: str
+    spacing: tuple[float, float, float]  # mm, canonical order
 
 
 def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], modality: str,
@@ -390,81 +400,93 @@ def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], moda
                             f"mask (it holds {present}); choose --label among them")
     normalised, used = normalize_intensity(image.array, modality)
     return _Support(reorientation.to_canonical(normalised), reorientation.to_canonical(mask.array),
-                    reorientation, mask_path, used)
+                    reorientation, mask_path, used, reorientation.canonical_spacing(image.spacing))
 
 
 @dataclass(frozen=True)
 class _LabelPlan:
-    """One label's slice plan (canonical indices) and the support slices it uses in their files' indices."""
+    """What one label is predicted from: its supports, the query slices, and the support slices used."""
 
     label: int
-    slices: SlicePlan
-    support_slices: tuple[tuple[int, ...], ...]  # per support: file index of each group's slice
+    supports: tuple[SupportScan, ...]  # the label's masks, in the query's slicing layout
+    extent: tuple[int, int] | None  # canonical, inclusive; None: the whole volume (volume predictors)
+    support_slices: tuple[tuple[int, ...], ...]  # per support: file index of each chunk's slice (slice predictors)
 
 
 def _plan_label(label: int, supports: Sequence[_Support], volume: _QueryVolume, query_range: SliceRange,
-                given_extent: SliceRange | None, chunks: int) -> _LabelPlan:
-    from medfss.inference import SupportScan, chunk_plan, estimated_extent
+                given_extent: SliceRange | None, chunks: int, whole_volume: bool) -> _LabelPlan:
+    """The supports and extent of one label; ``whole_volume``: a volume predictor without a given extent."""
+    from medfss.inference import SupportScan, chunk_support_slices, estimated_extent
 
-    scans = [SupportScan(np.moveaxis(s.image, volume.canonical_axis, -1),  # [h, w, d]
-                         np.moveaxis(s.mask, volume.canonical_axis, -1) == label) for s in supports]
-    if given_extent is None:
-        extent = estimated_extent(scans, query_range)
-    else:
+    scans = tuple(SupportScan(np.moveaxis(s.image, volume.canonical_axis, -1),  # [h, w, d]
+                              np.moveaxis(s.mask, volume.canonical_axis, -1) == label,
+                              _slicing_spacing(s.spacing, volume.canonical_axis)) for s in supports)
+    if given_extent is not None:
         start, stop = volume.canonical_range(given_extent)
         if not query_range[0] <= start < stop <= query_range[1]:
             raise ConfigError(f"extent {given_extent[0]}:{given_extent[1]} of label {label} lies outside "
                               f"the query range {':'.join(map(str, volume.scan_range(*query_range)))}")
         extent = (start, stop - 1)
-    plan = chunk_plan(scans, extent, volume.image.shape[:2], chunks)
-    used = tuple(tuple(s.reorientation.range_to_scan(volume.canonical_axis, z, z + 1)[0] for z in chosen)
-                 for s, chosen in zip(supports, plan.support_slices))
-    return _LabelPlan(label, plan, used)
+    elif whole_volume:
+        extent = (query_range[0], query_range[1] - 1) if query_range != (0, volume.image.shape[-1]) else None
+    else:
+        extent = estimated_extent(scans, query_range)
+    used = () if whole_volume else tuple(
+        tuple(s.reorientation.range_to_scan(volume.canonical_axis, z, z + 1)[0]
+              for z in chunk_support_slices(scan.labelled_slices, chunks))
+        for s, scan in zip(supports, scans))
+    return _LabelPlan(label, scans, extent, used)
 
 
 # --- prediction ---------------------------------------------------------------------------------
 
 
-def _predict_labels(predictor: Predictor, plans: Sequence[_LabelPlan], volume: _QueryVolume, *,
-                    threshold: float, batch_size: int, largest_component: bool, keep_probabilities: bool,
-                    progress: bool) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The multi-label map [H, W, D] uint8 and, if asked, each label's probabilities [H, W, D] float32.
+def _predict_labels(predictor: Predictor | VolumePredictor, plans: Sequence[_LabelPlan], volume: _QueryVolume, *,
+                    threshold: float, chunks: int, batch_size: int, largest_component: bool,
+                    keep_probabilities: bool, progress: bool) -> tuple[np.ndarray, list[np.ndarray], list]:
+    """The multi-label map [H, W, D] uint8, if asked each label's probabilities [H, W, D] float32, and
+    each label's predicted extent (canonical, inclusive).
 
-    Label by label (:func:`medfss.inference.predict_volume` on its plan):
-    foreground = probability > threshold on the label's extent, optionally
-    cut to its largest component; a voxel claimed by several labels goes to
-    the most probable one.
+    Label by label (:func:`medfss.inference.predict_class`): foreground =
+    probability > threshold on the label's extent, optionally cut to its
+    largest component; a voxel claimed by several labels goes to the most
+    probable one.
     """
     from tqdm.auto import tqdm
 
-    from medfss.inference import foreground, n_batches, predict_volume
+    from medfss.inference import foreground, predict_class
 
     hwd = volume.image.shape  # [H, W, D], slicing axis last
     label_volume = np.zeros(hwd, dtype=np.uint8)  # [H, W, D]
     best = np.zeros(hwd, dtype=np.float32) if len(plans) > 1 else None  # [H, W, D]: the winner's probability
-    kept = []
-    total = sum(n_batches(p.slices, batch_size) for p in plans)
-    with tqdm(total=total, disable=not progress, unit="batch", desc="segment") as bar:
-        for label, plan in ((p.label, p.slices) for p in plans):
-            slab = predict_volume(predictor, volume.image, plan, batch_size=batch_size,
-                                  progress=bar.update)  # [H, W, n] of the extent
+    kept, extents = [], []
+    total = sum(hwd[-1] if p.extent is None else p.extent[1] - p.extent[0] + 1 for p in plans)
+    with tqdm(total=total, disable=not progress, unit="slice", desc="segment") as bar:
+        for plan in plans:
+            top, slab = predict_class(predictor, plan.supports, volume.image, volume.spacing, plan.extent,
+                                      chunks=chunks, batch_size=batch_size, progress=bar.update)  # [H, W, n]
+            bottom = top + slab.shape[-1] - 1
+            extents.append((top, bottom))
             mask = foreground(slab, threshold, largest_component)
-            region = label_volume[..., plan.top:plan.bottom + 1]  # views on the extent's slices
+            region = label_volume[..., top:bottom + 1]  # views on the extent's slices
             if best is None:
-                region[mask] = label
+                region[mask] = plan.label
             else:
-                best_region = best[..., plan.top:plan.bottom + 1]
+                best_region = best[..., top:bottom + 1]
                 wins = mask & (slab > best_region)
-                region[wins] = label
+                region[wins] = plan.label
                 best_region[wins] = slab[wins]
             if keep_probabilities:
                 full = np.zeros(hwd, dtype=np.float32)  # [H, W, D]
-                full[..., plan.top:plan.bottom + 1] = slab
+                full[..., top:bottom + 1] = slab
                 kept.append(full)
-    return label_volume, kept
+    return label_volume, kept, extents
 
 
-# --- outputs ------------------------------------------------------------------------------------
+def _slicing_spacing(spacing: tuple[float, float, float], canonical_axis: int) -> tuple[float, float, float]:
+    """Canonical spacing -> the slicing layout's (the slicing axis last, as ``np.moveaxis`` puts it)."""
+    order = [axis for axis in range(3) if axis != canonical_axis] + [canonical_axis]
+    return tuple(float(spacing[axis]) for axis in order)
 
 
 def _render_overlay(volume: _QueryVolume, label_volume: np.ndarray, labels: Sequence[int]) -> bytes:

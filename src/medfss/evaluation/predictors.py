@@ -16,13 +16,19 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from medfss.data.datasets import DatasetSpec
 from medfss.errors import ConfigError
 from medfss.evaluation.baselines import BASELINES, build_baseline
-from medfss.inference.predictor import Predictor
+from medfss.inference.predictor import Predictor, VolumePredictor
+
+if TYPE_CHECKING:
+    from medfss.registration.ants import RegistrationConfig
+
+REGISTRATION = "registration"  # atlas registration: a no-training floor (medfss.registration)
 
 
 def group_name(spec: DatasetSpec, class_name: str) -> str:
@@ -37,13 +43,24 @@ def checkpoint_path(checkpoint: str | os.PathLike, fold: int, group: str = "") -
 
 def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *,
                       spec: DatasetSpec | None = None, device: str | torch.device = "cpu",
-                      batch_size: int = 8) -> Callable[[int, str], Predictor]:
+                      batch_size: int = 8, registration: RegistrationConfig | None = None
+                      ) -> Callable[[int, str], Predictor | VolumePredictor]:
     """``(fold, class_name) -> Predictor`` for the baseline or trained model called ``model``.
+
+    ``registration`` is atlas registration (:mod:`medfss.registration`), a
+    no-training floor like the baselines, with ``registration`` its settings.
 
     Trained models are read with :func:`medfss.checkpoints.load_predictor`
     (``weights_only``), checked to be the named model, run at the image size
     they were trained at, and loaded once per distinct file.
     """
+    if model == REGISTRATION:
+        from medfss.registration.predictor import RegistrationPredictor
+
+        if checkpoint is not None:
+            raise ConfigError("'registration' trains nothing: it takes no --checkpoint")
+        volume_predictor = RegistrationPredictor(registration) if registration else RegistrationPredictor()
+        return lambda fold, class_name: volume_predictor
     if model in BASELINES:
         if checkpoint is not None:
             raise ConfigError(f"{model!r} is a no-training baseline: it takes no --checkpoint")
@@ -51,7 +68,7 @@ def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *
         return lambda fold, class_name: predictor
     if checkpoint is None:
         raise ConfigError(f"model {model!r} needs --checkpoint (a trained model file; '{{fold}}' and "
-                          f"'{{group}}' in its path are filled in); the baselines {sorted(BASELINES)} need none")
+                          f"'{{group}}' in its path are filled in); the baselines {sorted([*BASELINES, REGISTRATION])} need none")
     if "{group}" in str(checkpoint) and spec is None:
         raise ConfigError("a checkpoint path with '{group}' needs the data set (its setting-2 groups)")
     if "{fold}" not in str(checkpoint):

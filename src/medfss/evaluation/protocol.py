@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 from medfss.data.datasets import Dataset, DatasetSpec, Volume
 from medfss.errors import ConfigError
 from medfss.evaluation.metrics import METRIC_NAMES, SegmentationScores, segmentation_scores
-from medfss.inference import (Predictor, SupportScan, chunk_plan, estimated_extent, foreground, full_volume,
-                              predict_volume)
+from medfss.inference import (Predictor, SupportScan, VolumePredictor, estimated_extent, foreground, full_volume,
+                              predict_class)
 
 
 EXTENTS = ("gt", "estimated")
@@ -255,18 +255,22 @@ class EvaluationResult:
         return "\n".join(lines)
 
 
-def score_queries(predictor: Predictor, supports: Sequence[Volume], queries: Sequence[Volume],
+def score_queries(predictor: Predictor | VolumePredictor, supports: Sequence[Volume], queries: Sequence[Volume],
                   class_index: int, config: ProtocolConfig) -> Iterator[QueryResult]:
     """Predict and score ``class_index`` on each query volume that contains it.
 
-    The prediction is :func:`medfss.inference.predict_volume` on a chunk-rule
-    plan, the path ``medfss segment`` takes. With ``extent="estimated"`` it
-    is post-processed as ``medfss segment`` does (largest 3D component), so
-    the score is that of the tool's output; with ``"gt"`` it is not, as in
-    the literature. A query volume without the class is skipped under either
-    ``extent`` (it has no Dice; its absence shows in the run's query list).
+    The prediction is :func:`medfss.inference.predict_class`, the path
+    ``medfss segment`` takes: the chunk rule's plan for slice predictors, the
+    whole volume for volume predictors (registration). ``extent="gt"`` cuts
+    it to the class's slices in the query's ground truth (the literature's
+    protocol). ``"estimated"`` uses no query label: slice predictors predict
+    the extent estimated from the supports, volume predictors the whole
+    volume, and the prediction is post-processed as ``medfss segment`` does
+    (largest 3D component), so the score is that of the tool's output. A
+    query volume without the class is skipped under either ``extent`` (it has
+    no Dice; its absence shows in the run's query list).
     """
-    support_scans = [SupportScan(s.image, s.label == class_index) for s in supports]
+    support_scans = [SupportScan(s.image, s.label == class_index, s.spacing) for s in supports]
     for support, scan in zip(supports, support_scans):
         if not scan.mask.any():
             raise ConfigError(f"support volume {support.case_id} does not contain class {class_index}; "
@@ -275,14 +279,16 @@ def score_queries(predictor: Predictor, supports: Sequence[Volume], queries: Seq
         truth = query.label == class_index  # [H, W, D]
         if not truth.any():
             continue
-        if config.extent == "estimated":
-            extent = estimated_extent(support_scans, (0, query.num_slices))
-        else:
+        if config.extent == "gt":
             extent = query.class_extent(class_index)
-        plan = chunk_plan(support_scans, extent, query.image.shape[:2], config.chunks)
-        probabilities = predict_volume(predictor, query.image, plan)  # [H, W, n]
+        elif isinstance(predictor, VolumePredictor):
+            extent = None
+        else:
+            extent = estimated_extent(support_scans, (0, query.num_slices))
+        top, probabilities = predict_class(predictor, support_scans, query.image, query.spacing, extent,
+                                           chunks=config.chunks)  # [H, W, n]
         mask = foreground(probabilities, config.threshold, config.largest_component)
-        prediction = full_volume(mask, plan, query.num_slices)  # [H, W, D]
+        prediction = full_volume(mask, top, query.num_slices)  # [H, W, D]
         yield QueryResult(query.case_id, segmentation_scores(prediction, truth, query.spacing))
 
 
@@ -314,10 +320,11 @@ def evaluate(dataset: Dataset, predictor_for: Callable[[int, str], Predictor], c
                 queries = [v for c, v in volumes.items() if c not in support_ids]
                 for class_name in config.classes:
                     predictor = predictor_for(fold, class_name)
-                    if not isinstance(predictor, Predictor):
+                    if not isinstance(predictor, (Predictor, VolumePredictor)):
                         raise TypeError(f"predictor_for({fold}, {class_name!r}) returned "
-                                        f"{type(predictor).__name__}, which has no "
-                                        "predict(support_images, support_masks, query_images)")
+                                        f"{type(predictor).__name__}, which has neither "
+                                        "predict(support_images, support_masks, query_images) nor "
+                                        "segment_volume(supports, query, query_spacing)")
                     results = []
                     for result in score_queries(predictor, supports, queries,
                                                 dataset.spec.class_index(class_name), config):

@@ -3,7 +3,8 @@
     plan       which support slices serve which query slices (:class:`SlicePlan`; the chunk rule,
                with a given or an estimated extent)
     volume     predict_volume(predictor, query, plan): the batched loop; threshold + largest component
-    predictor  the Predictor interface and EpisodicPredictor, the adapter of a trained model
+    predictor  the Predictor interface and EpisodicPredictor, the adapter of a trained model;
+               VolumePredictor, for methods that take whole volumes (registration)
 
 ``medfss evaluate`` adds scoring on top (:mod:`medfss.evaluation.protocol`);
 ``medfss segment`` adds reorientation, intensity normalisation and multi-label
@@ -13,9 +14,10 @@ assembly (:mod:`medfss.scan_segmentation`). Trained weights are loaded by
 
 from medfss.inference.plan import (SliceGroup, SlicePlan, SupportScan, assign_query_chunks, chunk_plan,
                                    chunk_support_slices, estimate_query_extent, estimated_extent)
-from medfss.inference.predictor import EpisodicPredictor, Predictor, resize_slices
-from medfss.inference.volume import foreground, full_volume, keep_largest_component, n_batches, predict_volume
+from medfss.inference.predictor import EpisodicPredictor, Predictor, VolumePredictor, resize_slices
+from medfss.inference.volume import (foreground, full_volume, keep_largest_component, predict_class,
+                                     predict_volume)
 
-__all__ = ["EpisodicPredictor", "Predictor", "SliceGroup", "SlicePlan", "SupportScan", "assign_query_chunks",
+__all__ = ["EpisodicPredictor", "Predictor", "SliceGroup", "SlicePlan", "SupportScan", "VolumePredictor", "assign_query_chunks",
            "chunk_plan", "chunk_support_slices", "estimate_query_extent", "estimated_extent", "foreground",
-           "full_volume", "keep_largest_component", "n_batches", "predict_volume", "resize_slices"]
+           "full_volume", "keep_largest_component", "predict_class", "predict_volume", "resize_slices"]

@@ -39,6 +39,7 @@ class SupportScan:
 
     image: np.ndarray  # [H', W', D'] float, normalised
     mask: np.ndarray  # [H', W', D'] bool, the class
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # mm per voxel along H', W', D'
 
     @property
     def labelled_slices(self) -> np.ndarray:

@@ -11,7 +11,10 @@ implement it directly. Shapes: S shots, Q query slices, B episodes, H W spatial.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +22,9 @@ from torch import Tensor
 
 from medfss.data.episodes import Episode
 from medfss.models.base import FewShotSegmenter
+
+if TYPE_CHECKING:
+    from medfss.inference.plan import SupportScan
 
 
 @runtime_checkable
@@ -32,6 +38,25 @@ class Predictor(Protocol):
         support_masks: [S, H, W] float32 in {0, 1}, the class on each support slice;
         query_images: [Q, H, W] float32 (z-scored, CPU), same in-plane size as the support.
         Returns [Q, H, W] float32 CPU probabilities in [0, 1] at that size.
+        """
+        ...
+
+
+@runtime_checkable
+class VolumePredictor(Protocol):
+    """Segments a whole query volume of one class from whole support volumes (e.g. atlas registration).
+
+    Methods that need the volumes rather than slices implement this instead
+    of :class:`Predictor`; the protocol and ``medfss segment`` call it in
+    place of :func:`medfss.inference.predict_volume`.
+    """
+
+    def segment_volume(self, supports: Sequence[SupportScan], query: np.ndarray,
+                       query_spacing: tuple[float, float, float]) -> np.ndarray:
+        """Foreground probabilities [H, W, D] float32 of ``query`` [H, W, D] (normalised, slicing axis last).
+
+        Each support is the class mask on its own grid, in the query's voxel
+        order, with its spacing (mm).
         """
         ...
 

@@ -12,27 +12,22 @@ optionally, keeps its largest 3D component, the post-processing that
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from medfss.inference.plan import SlicePlan
-from medfss.inference.predictor import Predictor
-
-
-def n_batches(plan: SlicePlan, batch_size: int) -> int:
-    """How many predictor calls :func:`predict_volume` makes for ``plan`` (for progress bars)."""
-    return sum(-(-len(group.query_slices) // batch_size) for group in plan.groups)
+from medfss.inference.plan import SlicePlan, SupportScan, chunk_plan
+from medfss.inference.predictor import Predictor, VolumePredictor
 
 
 def predict_volume(predictor: Predictor, query: np.ndarray, plan: SlicePlan, *, batch_size: int = 8,
-                   progress: Callable[[], None] | None = None) -> np.ndarray:
+                   progress: Callable[[int], object] | None = None) -> np.ndarray:
     """Foreground probabilities of the slices ``plan.top``..``plan.bottom`` of ``query``.
 
     query: [H, W, D] normalised, slicing axis last; the plan's support slices
     are at the query's in-plane size. Returns [H, W, plan.depth] float32;
-    ``progress()`` is called after every batch.
+    ``progress(n)`` is called after every batch with its number of slices.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -48,8 +43,32 @@ def predict_volume(predictor: Predictor, query: np.ndarray, plan: SlicePlan, *, 
                                  f"{tuple(queries.shape)}, got {tuple(probabilities.shape)}")
             slab[..., batch - plan.top] = np.moveaxis(probabilities.detach().cpu().float().numpy(), 0, -1)
             if progress is not None:
-                progress()
+                progress(len(batch))
     return slab
+
+
+def predict_class(predictor: Predictor | VolumePredictor, supports: Sequence[SupportScan], query: np.ndarray,
+                  query_spacing: tuple[float, float, float], extent: tuple[int, int] | None, *, chunks: int = 3,
+                  batch_size: int = 8, progress: Callable[[int], object] | None = None) -> tuple[int, np.ndarray]:
+    """One class of ``query`` [H, W, D]: ``(top, probabilities [H, W, n])`` of the slices top..top + n - 1.
+
+    A slice :class:`Predictor` runs :func:`predict_volume` on the chunk rule's
+    plan of ``extent`` (required). A :class:`VolumePredictor` segments the
+    whole volume, cut to ``extent`` when one is given.
+    """
+    if isinstance(predictor, VolumePredictor):
+        probabilities = predictor.segment_volume(supports, query, query_spacing)  # [H, W, D]
+        if tuple(probabilities.shape) != tuple(query.shape):
+            raise ValueError(f"{type(predictor).__name__}.segment_volume must return the query's shape "
+                             f"{tuple(query.shape)}, got {tuple(probabilities.shape)}")
+        top, bottom = (0, query.shape[-1] - 1) if extent is None else extent
+        if progress is not None:
+            progress(bottom - top + 1)
+        return top, np.ascontiguousarray(probabilities[..., top:bottom + 1], dtype=np.float32)
+    if extent is None:
+        raise ValueError(f"{type(predictor).__name__} predicts slices: give the extent of the query to predict")
+    plan = chunk_plan(supports, extent, query.shape[:2], chunks)
+    return plan.top, predict_volume(predictor, query, plan, batch_size=batch_size, progress=progress)
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
@@ -70,8 +89,8 @@ def foreground(probabilities: np.ndarray, threshold: float = 0.5, largest_compon
     return keep_largest_component(mask) if largest_component else mask
 
 
-def full_volume(mask: np.ndarray, plan: SlicePlan, depth: int) -> np.ndarray:
-    """The extent's slab [H, W, n] placed in a [H, W, depth] volume, background elsewhere."""
-    volume = np.zeros((*mask.shape[:2], depth), dtype=mask.dtype)  # [H, W, D]
-    volume[..., plan.top:plan.bottom + 1] = mask
+def full_volume(slab: np.ndarray, top: int, depth: int) -> np.ndarray:
+    """A slab [H, W, n] of slices top..top + n - 1 placed in a [H, W, depth] volume, zero elsewhere."""
+    volume = np.zeros((*slab.shape[:2], depth), dtype=slab.dtype)  # [H, W, D]
+    volume[..., top:top + slab.shape[-1]] = slab
     return volume

@@ -1,0 +1,120 @@
+"""Registration of a support volume onto a query volume with ANTsPy.
+
+Both volumes are arrays in the same voxel order (the query's slicing layout,
+[H, W, D]) with their voxel spacings in mm; ANTs sees them with origin 0 and
+an identity direction, so the transform found is the one between the two
+grids in physical units. The default schedule is ANTsPy's: an affine
+transform (mutual information, ``aff_iterations``), then for ``"syn"`` a
+symmetric diffeomorphic SyN (Avants et al., MedIA 2008) on mutual
+information with ``syn_iterations`` per resolution level (ANTsPy's default
+(40, 20, 0) skips the full-resolution level).
+
+ITK's thread count follows ``threads`` (default: torch's), so that a run's
+thread count is the one recorded in its provenance.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medfss.errors import ConfigError
+from medfss.validation import check_choice, require
+
+TRANSFORMS = {"affine": "Affine", "syn": "SyN"}  # ours -> ANTsPy's type_of_transform
+METRICS = ("mattes", "CC", "meansquares", "GC")
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """The registration of every support onto the query (ANTsPy's defaults but ``transform``)."""
+
+    transform: str = "syn"  # "affine", or "syn": affine then SyN
+    metric: str = "mattes"  # similarity of the affine and the SyN stage (mattes: mutual information)
+    aff_iterations: tuple[int, ...] = (2100, 1200, 1200, 10)  # per level, coarse to fine (shrink 6, 4, 2, 1)
+    syn_iterations: tuple[int, ...] = (40, 20, 0)  # per level, coarse to fine (0: the level is skipped)
+    threads: int = 0  # ITK threads; 0: torch.get_num_threads()
+    seed: int = 0  # ANTs' random sampling of the affine metric
+
+    def __post_init__(self):
+        for name in ("aff_iterations", "syn_iterations"):  # lists from the command line -> tuples
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        check_choice(self, "transform", TRANSFORMS)
+        check_choice(self, "metric", METRICS)
+        for name in ("aff_iterations", "syn_iterations"):
+            values = getattr(self, name)
+            require(bool(values) and all(isinstance(v, int) and v >= 0 for v in values), name,
+                    f"must be iteration counts >= 0, one per resolution level, got {list(values)}")
+        require(isinstance(self.threads, int) and self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
+        require(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+    def describe(self) -> str:
+        """A short name for tables: e.g. "syn mattes (40, 20, 0)"."""
+        if self.transform == "affine":
+            return f"affine {self.metric}"
+        return f"syn {self.metric} {tuple(self.syn_iterations)}"
+
+
+def _ants():
+    try:
+        import ants
+    except ImportError:
+        raise ConfigError("registration needs ANTsPy: pip install antspyx (or medfss[registration])") from None
+    return ants
+
+
+def _threads(config: RegistrationConfig) -> int:
+    if config.threads:
+        return config.threads
+    import torch
+
+    return torch.get_num_threads()
+
+
+@dataclass
+class Registration:
+    """A transform from a moving (support) grid to a fixed (query) grid; warps arrays of the moving grid."""
+
+    fixed: object  # ants image of the query
+    transforms: list[str]  # ANTs forward transform files (in ``workdir``)
+    workdir: tempfile.TemporaryDirectory = field(repr=False)  # removed with this object
+
+    def warp(self, array: np.ndarray, spacing: tuple[float, float, float], interpolator: str = "linear"
+             ) -> np.ndarray:
+        """``array`` [h, w, d] of the moving grid, resampled on the fixed grid: [H, W, D] float32."""
+        ants = _ants()
+        moving = ants.from_numpy(np.ascontiguousarray(array, dtype=np.float32), spacing=tuple(map(float, spacing)))
+        warped = ants.apply_transforms(self.fixed, moving, self.transforms, interpolator=interpolator)
+        return warped.numpy().astype(np.float32)
+
+
+def _non_negative_image(array: np.ndarray, spacing: tuple[float, float, float]):
+    """The image shifted to a minimum of 0, as an ANTs image.
+
+    ANTsPy starts from the transform that aligns the two intensity centres
+    of mass, which a z-scored image (negative values) throws far off; mutual
+    information does not change under the shift.
+    """
+    ants = _ants()
+    shifted = np.asarray(array, dtype=np.float32) - np.float32(np.min(array))
+    return ants.from_numpy(np.ascontiguousarray(shifted), spacing=tuple(map(float, spacing)))
+
+
+def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], moving: np.ndarray,
+             moving_spacing: tuple[float, float, float], config: RegistrationConfig = RegistrationConfig()
+             ) -> Registration:
+    """Register ``moving`` [h, w, d] onto ``fixed`` [H, W, D] (both normalised images, same voxel order)."""
+    ants = _ants()
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(_threads(config))
+    fixed_image = _non_negative_image(fixed, fixed_spacing)
+    moving_image = _non_negative_image(moving, moving_spacing)
+    workdir = tempfile.TemporaryDirectory(prefix="medfss-registration-")
+    ants.config._random_seed = config.seed  # ANTsPy's only handle on the metric sampling seed
+    result = ants.registration(
+        fixed_image, moving_image, type_of_transform=TRANSFORMS[config.transform],
+        outprefix=os.path.join(workdir.name, "t"), aff_metric=config.metric, syn_metric=config.metric,
+        aff_iterations=config.aff_iterations, reg_iterations=config.syn_iterations)
+    return Registration(fixed_image, list(result["fwdtransforms"]), workdir)

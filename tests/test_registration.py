@@ -1,0 +1,156 @@
+"""Atlas registration (ANTsPy): the baseline and the volume-predictor path of the protocol and of segment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from medfss.data.datasets import DatasetSpec, Volume
+from medfss.errors import ConfigError
+from medfss.evaluation.protocol import ProtocolConfig, evaluate
+from medfss.inference import SupportScan, VolumePredictor, predict_class
+from medfss.registration.ants import RegistrationConfig
+
+ants = pytest.importorskip("ants")
+
+
+TEXTURE = ndimage.gaussian_filter(np.random.default_rng(0).standard_normal((80, 80, 40)), (4, 4, 2))
+
+
+def blob_volume(shift: tuple[int, int, int] = (0, 0, 0), shape=(64, 64, 24)) -> tuple[np.ndarray, np.ndarray]:
+    """A z-scored smooth random 'anatomy' with a bright ellipsoid 'organ', all moved by ``shift`` voxels.
+
+    Returns (image, mask), both [64, 64, 24]; the image has negative values, as z-scored scans do.
+    """
+    sx, sy, sz = shift
+    texture = TEXTURE[8 + sx:8 + sx + shape[0], 8 + sy:8 + sy + shape[1], 8 + sz:8 + sz + shape[2]]
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))  # [3, H, W, D]
+    centre = np.array([32 - sx, 32 - sy, 12 - sz])[:, None, None, None]
+    organ = (((grid - centre) / np.array([10, 8, 5])[:, None, None, None]) ** 2).sum(0) <= 1
+    image = texture / texture.std() + 2.0 * organ
+    return ((image - image.mean()) / image.std()).astype(np.float32), organ
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def test_config_is_checked():
+    with pytest.raises(ConfigError, match="transform must be one of affine, syn"):
+        RegistrationConfig(transform="rigid")
+    with pytest.raises(ConfigError, match="syn_iterations must be iteration counts"):
+        RegistrationConfig(syn_iterations=(40, -1))
+    assert RegistrationConfig(syn_iterations=[10, 5]).syn_iterations == (10, 5)
+
+
+@pytest.mark.parametrize("transform", ["affine", "syn"])
+def test_registration_recovers_a_moved_organ(transform):
+    from medfss.registration.predictor import RegistrationPredictor
+
+    fixed, fixed_mask = blob_volume((4, -3, 2))
+    moving, moving_mask = blob_volume()
+    assert dice(fixed_mask, moving_mask) < 0.6  # the organs overlap poorly before registration
+    predictor = RegistrationPredictor(RegistrationConfig(transform=transform, syn_iterations=(20, 10, 0), threads=1))
+    assert isinstance(predictor, VolumePredictor)
+    probability = predictor.segment_volume([SupportScan(moving, moving_mask, (1.0, 1.0, 2.0))], fixed, (1.0, 1.0, 2.0))
+    assert probability.shape == fixed.shape and set(np.unique(probability)) <= {0.0, 1.0}
+    assert dice(probability > 0.5, fixed_mask) > 0.95
+
+
+def test_registrations_are_cached_per_image_pair_and_votes_are_fractions(monkeypatch):
+    from medfss.registration import predictor as module
+
+    calls = []
+
+    class Identity:
+        def warp(self, array, spacing, interpolator="linear"):
+            return array.astype(np.float32)
+
+    def fake_register(fixed, fixed_spacing, moving, moving_spacing, config):
+        calls.append(1)
+        return Identity()
+
+    monkeypatch.setattr(module, "register", fake_register)
+    image, mask = blob_volume()
+    other = mask.copy()
+    other[:, :, :8] = False
+    predictor = module.RegistrationPredictor()
+    supports = [SupportScan(image, mask), SupportScan(image + 1, other)]
+    votes = predictor.segment_volume(supports, image, (1.0, 1.0, 1.0))
+    assert sorted(np.unique(votes)) == [0.0, 0.5, 1.0]
+    np.testing.assert_array_equal(votes == 1.0, mask & other)
+    predictor.segment_volume(supports, image, (1.0, 1.0, 1.0))  # another class of the same pairs
+    assert len(calls) == 2
+
+
+class WarpedTruth:
+    """A volume predictor with an identity registration: the support's mask, plus a speck far from it."""
+
+    def segment_volume(self, supports, query, query_spacing):
+        out = supports[0].mask.astype(np.float32)
+        out[0, 0, :] = 1.0
+        return out
+
+
+def test_protocol_runs_volume_predictors_on_the_whole_volume_or_the_gt_extent():
+    spec = DatasetSpec(name="TOY", folder="TOY", modality="MR", classes={1: "organ"}, eval_classes=("organ",))
+    image, mask = blob_volume()
+
+    class Data:
+        def __init__(self):
+            self.spec = spec
+
+        def fold_case_ids(self, fold):
+            return ["s", "q"]
+
+        def load(self, case_id):
+            return Volume(case_id, image, mask.astype(np.int64), (1.0, 1.0, 2.0), np.eye(4), Path(case_id),
+                          Path(case_id))
+
+    def score(extent):
+        result = evaluate(Data(), lambda f, c: WarpedTruth(), ProtocolConfig(dataset="TOY", folds=(0,), extent=extent),
+                          progress=False)
+        return result.runs[0].queries[0].scores.dice
+
+    assert score("gt") < 100  # the specks on the organ's slices are kept
+    assert score("estimated") == pytest.approx(100)  # the whole volume, then its largest component
+
+
+def test_predict_class_cuts_a_volume_prediction_to_a_given_extent():
+    image, mask = blob_volume()
+    top, slab = predict_class(WarpedTruth(), [SupportScan(image, mask)], image, (1.0, 1.0, 1.0), (5, 9))
+    assert top == 5 and slab.shape == (64, 64, 5)
+    top, slab = predict_class(WarpedTruth(), [SupportScan(image, mask)], image, (1.0, 1.0, 1.0), None)
+    assert top == 0 and slab.shape == image.shape
+
+
+def test_segment_by_registration_writes_the_label_on_the_query_grid(tmp_path):
+    from medfss.cli import main
+
+    fixed, fixed_mask = blob_volume((4, -3, 2))
+    moving, moving_mask = blob_volume()
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(fixed * 100, affine), tmp_path / "q.nii.gz")
+    nib.save(nib.Nifti1Image(moving * 100, affine), tmp_path / "s.nii.gz")
+    nib.save(nib.Nifti1Image(moving_mask.astype(np.uint8) * 3, affine), tmp_path / "m.nii.gz")
+    code = main(["segment", "--method", "registration", "--registration-transform", "affine",
+                 "--query", str(tmp_path / "q.nii.gz"), "--support-image", str(tmp_path / "s.nii.gz"),
+                 "--support-mask", str(tmp_path / "m.nii.gz"), "--label", "3", "--out", str(tmp_path / "p.nii.gz"),
+                 "--quiet"])
+    assert code == 0
+    out = nib.load(tmp_path / "p.nii.gz")
+    assert out.shape == fixed.shape and np.allclose(out.affine, affine)
+    assert dice(np.asarray(out.dataobj) == 3, fixed_mask) > 0.95
+
+
+def test_segment_by_registration_refuses_a_checkpoint(tmp_path, capsys):
+    from medfss.cli import main
+
+    code = main(["segment", "--method", "registration", "--checkpoint", "x.pt", "--query", "q.nii.gz",
+                 "--support-image", "s.nii.gz", "--support-mask", "m.nii.gz", "--label", "1", "--out",
+                 str(tmp_path / "p.nii.gz")])
+    assert code == 2 and "uses no network" in capsys.readouterr().err
