@@ -154,3 +154,21 @@ def test_segment_by_registration_refuses_a_checkpoint(tmp_path, capsys):
                  "--support-image", "s.nii.gz", "--support-mask", "m.nii.gz", "--label", "1", "--out",
                  str(tmp_path / "p.nii.gz")])
     assert code == 2 and "uses no network" in capsys.readouterr().err
+
+
+def test_a_disk_cache_serves_a_second_predictor_without_registering(tmp_path, monkeypatch):
+    from medfss.registration import predictor as module
+
+    fixed, fixed_mask = blob_volume((4, -3, 2))
+    moving, moving_mask = blob_volume()
+    config = RegistrationConfig(transform="affine", threads=1)
+    support = SupportScan(moving, moving_mask)
+    first = module.RegistrationPredictor(config, cache_dir=tmp_path).segment_volume([support], fixed, (1.0, 1.0, 1.0))
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("registered again despite the cache")
+
+    monkeypatch.setattr(module, "register", fail)
+    second = module.RegistrationPredictor(config, cache_dir=tmp_path).segment_volume([support], fixed, (1.0, 1.0, 1.0))
+    np.testing.assert_array_equal(first, second)

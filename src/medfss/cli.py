@@ -36,13 +36,17 @@ def _add_registration_args(parser: argparse.ArgumentParser) -> None:
                        help="similarity of both stages (mattes: mutual information)")
     group.add_argument("--registration-iterations", type=_int_list, default=None, metavar="N1,N2,...",
                        help="SyN iterations per level, coarse to fine (default ANTsPy's 40,20,0)")
+    group.add_argument("--registration-cache", type=Path, default=None, metavar="DIR",
+                       help="keep each (support, query, settings) registration in DIR and reuse it across runs")
 
 
-def _registration_config(args):
+def _registration_predictor(args):
     from medfss.registration.ants import RegistrationConfig
+    from medfss.registration.predictor import RegistrationPredictor
 
     iterations = {} if args.registration_iterations is None else {"syn_iterations": args.registration_iterations}
-    return RegistrationConfig(transform=args.registration_transform, metric=args.registration_metric, **iterations)
+    config = RegistrationConfig(transform=args.registration_transform, metric=args.registration_metric, **iterations)
+    return RegistrationPredictor(config, cache_dir=args.registration_cache)
 
 
 def cmd_data_summary(args) -> int:
@@ -101,7 +105,7 @@ def cmd_evaluate(args) -> int:
         seed=args.seed,
         extent=args.extent,
     )
-    registration = _registration_config(args) if args.model == "registration" else None
+    registration = _registration_predictor(args) if args.model == "registration" else None
     predictor_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device,
                                       registration=registration)
     result = evaluate(dataset, predictor_for, config, model_name=args.model,
@@ -109,7 +113,7 @@ def cmd_evaluate(args) -> int:
     print(result.format_table())
     record = {"label": args.label or args.model, **result.to_json(), "provenance": provenance()}
     if registration is not None:
-        record["registration"] = asdict(registration)
+        record["registration"] = asdict(registration.config)
     if args.checkpoint is not None:
         record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, classes)
     out = Path(args.out)
@@ -229,11 +233,9 @@ def cmd_segment(args) -> int:
                           f"images and {len(args.support_mask)} masks")
     predictor = None
     if args.method == "registration":
-        from medfss.registration.predictor import RegistrationPredictor
-
         if args.checkpoint is not None:
             raise ConfigError("--method registration uses no network: leave out --checkpoint")
-        predictor = RegistrationPredictor(_registration_config(args))
+        predictor = _registration_predictor(args)
     result = segment(args.query, list(zip(args.support_image, args.support_mask)), args.label,
                      checkpoint=args.checkpoint, predictor=predictor, axis=args.axis, query_range=args.query_range,
                      orientation=args.orientation, modality=args.modality, largest_component=args.largest_component,

@@ -26,7 +26,7 @@ from medfss.evaluation.baselines import BASELINES, build_baseline
 from medfss.inference.predictor import Predictor, VolumePredictor
 
 if TYPE_CHECKING:
-    from medfss.registration.ants import RegistrationConfig
+    from medfss.registration.predictor import RegistrationPredictor
 
 REGISTRATION = "registration"  # atlas registration: a no-training floor (medfss.registration)
 
@@ -43,12 +43,13 @@ def checkpoint_path(checkpoint: str | os.PathLike, fold: int, group: str = "") -
 
 def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *,
                       spec: DatasetSpec | None = None, device: str | torch.device = "cpu",
-                      batch_size: int = 8, registration: RegistrationConfig | None = None
+                      batch_size: int = 8, registration: RegistrationPredictor | None = None
                       ) -> Callable[[int, str], Predictor | VolumePredictor]:
     """``(fold, class_name) -> Predictor`` for the baseline or trained model called ``model``.
 
     ``registration`` is atlas registration (:mod:`medfss.registration`), a
-    no-training floor like the baselines, with ``registration`` its settings.
+    no-training floor like the baselines; pass the configured predictor as
+    ``registration`` (default: ANTsPy's settings, no disk cache).
 
     Trained models are read with :func:`medfss.checkpoints.load_predictor`
     (``weights_only``), checked to be the named model, run at the image size
@@ -59,7 +60,7 @@ def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *
 
         if checkpoint is not None:
             raise ConfigError("'registration' trains nothing: it takes no --checkpoint")
-        volume_predictor = RegistrationPredictor(registration) if registration else RegistrationPredictor()
+        volume_predictor = registration if registration is not None else RegistrationPredictor()
         return lambda fold, class_name: volume_predictor
     if model in BASELINES:
         if checkpoint is not None:

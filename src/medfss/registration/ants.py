@@ -79,8 +79,8 @@ class Registration:
     """A transform from a moving (support) grid to a fixed (query) grid; warps arrays of the moving grid."""
 
     fixed: object  # ants image of the query
-    transforms: list[str]  # ANTs forward transform files (in ``workdir``)
-    workdir: tempfile.TemporaryDirectory = field(repr=False)  # removed with this object
+    transforms: list[str]  # ANTs forward transform files (in ``workdir``, or in a cache folder)
+    workdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)  # removed with this object
 
     def warp(self, array: np.ndarray, spacing: tuple[float, float, float], interpolator: str = "linear"
              ) -> np.ndarray:
@@ -118,3 +118,8 @@ def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], movin
         outprefix=os.path.join(workdir.name, "t"), aff_metric=config.metric, syn_metric=config.metric,
         aff_iterations=config.aff_iterations, reg_iterations=config.syn_iterations)
     return Registration(fixed_image, list(result["fwdtransforms"]), workdir)
+
+
+def transforms_from(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], files: list[str]) -> Registration:
+    """A :class:`Registration` onto ``fixed`` from transform files written earlier (a cache)."""
+    return Registration(_non_negative_image(fixed, fixed_spacing), files)

@@ -7,21 +7,30 @@ it, so the protocol's threshold 0.5 keeps the voxels a strict majority of
 the atlases label (majority voting; with one support, the warped mask).
 No label of the query is used.
 
-A registration depends only on the two images, not on the class, so it is
-computed once per (support, query) pair and reused for every class
-(:class:`RegistrationPredictor` keeps the last ``cache_size`` pairs).
+A registration depends only on the two images and the settings, not on the
+class, so it is computed once per (support, query) pair and reused for every
+class: in memory (the last ``cache_size`` pairs), and, with ``cache_dir``,
+on disk across runs (one folder per pair and settings, holding ANTs'
+transform files; several processes may share it, each folder is written
+under a temporary name and renamed).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
+import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
 from medfss.inference.plan import SupportScan
-from medfss.registration.ants import Registration, RegistrationConfig, register
+from medfss.registration.ants import Registration, RegistrationConfig, register, transforms_from
 
 
 def _fingerprint(image: np.ndarray, spacing: Sequence[float]) -> str:
@@ -34,9 +43,11 @@ def _fingerprint(image: np.ndarray, spacing: Sequence[float]) -> str:
 class RegistrationPredictor:
     """Atlas registration of every support onto the query, fused by majority voting."""
 
-    def __init__(self, config: RegistrationConfig = RegistrationConfig(), cache_size: int = 8):
+    def __init__(self, config: RegistrationConfig = RegistrationConfig(), cache_size: int = 8,
+                 cache_dir: str | os.PathLike | None = None):
         self.config = config
         self.cache_size = cache_size
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._cache: OrderedDict[tuple[str, str], Registration] = OrderedDict()
 
     def registration(self, support: SupportScan, query: np.ndarray,
@@ -46,7 +57,10 @@ class RegistrationPredictor:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        result = register(query, query_spacing, support.image, support.spacing, self.config)
+        result = self._from_disk(key, query, query_spacing)
+        if result is None:
+            result = register(query, query_spacing, support.image, support.spacing, self.config)
+            self._to_disk(key, result)
         self._cache[key] = result
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)  # its temporary transform files go with it
@@ -60,3 +74,32 @@ class RegistrationPredictor:
                 support.mask.astype(np.float32), support.spacing, interpolator="nearestNeighbor")
             votes += warped > 0.5
         return votes / len(supports)  # [H, W, D] in [0, 1]
+
+    def _folder(self, key: tuple[str, str]) -> Path:
+        settings = json.dumps({k: v for k, v in asdict(self.config).items() if k != "threads"}, sort_keys=True)
+        name = hashlib.blake2b(f"{key[0]}{key[1]}{settings}".encode(), digest_size=16).hexdigest()
+        return self.cache_dir / name
+
+    def _from_disk(self, key: tuple[str, str], query: np.ndarray, query_spacing) -> Registration | None:
+        if self.cache_dir is None:
+            return None
+        manifest = self._folder(key) / "transforms.json"
+        if not manifest.is_file():
+            return None
+        files = [str(manifest.parent / name) for name in json.loads(manifest.read_text())]
+        return transforms_from(query, query_spacing, files)
+
+    def _to_disk(self, key: tuple[str, str], result: Registration) -> None:
+        if self.cache_dir is None:
+            return
+        folder = self._folder(key)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".partial-"))
+        names = [f"{i}_{Path(t).name}" for i, t in enumerate(result.transforms)]
+        for source, name in zip(result.transforms, names):
+            shutil.copyfile(source, staging / name)
+        (staging / "transforms.json").write_text(json.dumps(names))
+        try:
+            staging.rename(folder)
+        except OSError:  # another process stored the same pair first
+            shutil.rmtree(staging, ignore_errors=True)
