@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from medfss.cli import main
-from medfss.data.prepare import (
-    SOURCES, crop_or_pad_inplane, flip_to_axcodes, normalise_ct, normalise_mr, prepare, read_dicom_series,
-    resample_inplane, voxel_spacing,
-)
+from medfss.data.prepare import prepare
+from medfss.data.prepare.dicom import read_dicom_series
+from medfss.data.prepare.grid import crop_or_pad_inplane, flip_to_axcodes, resample_inplane, voxel_spacing
+from medfss.data.prepare.sources import SOURCES, find_nifti_pairs
 from medfss.errors import ConfigError, InputFileError, LabelMapError
 
 pydicom = pytest.importorskip("pydicom")
@@ -172,25 +172,6 @@ def cmr_case(shape=(48, 40, 5), spacing=(1.4, 1.4, 10.0), seed=0):
 
 
 # ----------------------------------------------------------- pure functions
-
-def test_normalise_mr_cuts_the_top_half_percent_and_nothing_else():
-    image = np.random.default_rng(0).gamma(2, 100, 20000).astype(np.float32)
-    out = normalise_mr(image)
-    ceiling = np.percentile(image, 99.5, method="lower")  # an actual voxel value: a second cut is a no-op
-    assert out.max() == ceiling and ceiling == pytest.approx(np.percentile(image, 99.5), rel=1e-3)
-    below = image <= ceiling
-    np.testing.assert_array_equal(out[below], image[below])
-    assert (out == out.max()).mean() == pytest.approx(0.005, abs=2e-4)
-    np.testing.assert_array_equal(normalise_mr(out), out)
-    np.testing.assert_array_equal(normalise_mr(image, 0), image)
-
-
-def test_normalise_ct_maps_the_window_to_0_255():
-    hu = np.array([-1000, -125, 75, 275, 3000], np.float32)
-    np.testing.assert_allclose(normalise_ct(hu), [0, 0, 127.5, 255, 255])
-    with pytest.raises(ValueError, match="low < high"):
-        normalise_ct(hu, (10, 10))
-
 
 @pytest.mark.parametrize("shape, spacing, target", [
     ((50, 40, 4), (1.6, 1.4, 6.0), 1.25),  # upsampled
@@ -382,7 +363,6 @@ def test_nifti_globs_pair_by_wildcard_and_move_the_slice_axis_last(tmp_path):
 
 
 def test_nifti_recursive_globs_pair_nested_cases(tmp_path):
-    from medfss.data.prepare import find_nifti_pairs
 
     for name in ("a/x/scan.nii.gz", "b/scan.nii.gz", "scan.nii.gz"):
         for kind in ("scan", "mask"):

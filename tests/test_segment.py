@@ -20,8 +20,7 @@ import medfss
 from medfss.cli import build_parser, main
 from medfss.data.datasets import DatasetSpec, Volume
 from medfss.data.io import write_nifti_atomic
-from medfss.data.preprocess import (Reorientation, check_axcodes, normalize_intensity, through_plane_axis,
-                                    volumes_orientation)
+from medfss.data.preprocess import Reorientation, check_axcodes, through_plane_axis, volumes_orientation
 from medfss.errors import ConfigError, LabelMapError
 from medfss.evaluation.protocol import ProtocolConfig, evaluate
 
@@ -368,14 +367,9 @@ def test_segment_shows_the_model_slices_in_its_working_order(tmp_path):
                        orientation="up", progress=False)
 
 
-def test_through_plane_axis_and_intensity_normalisation():
+def test_through_plane_axis():
     assert through_plane_axis((1.25, 7.7, 1.25)) == 1
     assert through_plane_axis((1.0, 1.0, 1.0)) == 2  # isotropic: axial
-    ct = np.array([-1000.0, -125.0, 275.0, 2000.0], dtype=np.float32)
-    z, used = normalize_intensity(ct, "auto")
-    assert used == "CT" and z[0] == z[1] and z[2] == z[3]  # clipped to the window first
-    z, used = normalize_intensity(np.array([0.0, 10.0, 20.0], np.float32), "auto")
-    assert used == "MR" and z.mean() == pytest.approx(0) and z.std() == pytest.approx(1)
 
 
 # --- the estimated extent, as the protocol scores it -------------------------------------------------

@@ -81,6 +81,21 @@ def training_records(checkpoint: str, folds, spec, classes) -> dict:
             "runs": runs}
 
 
+def cmd_prepare(args) -> int:
+    from medfss.data.prepare import prepare
+
+    card = prepare(args.source, args.input, args.out, size=args.size, spacing=args.spacing,
+                   slice_spacing=args.slice_spacing, modality=args.modality,
+                   mr_top_percent=args.mr_top_percent, image_glob=args.image_glob,
+                   label_glob=args.label_glob, progress=not args.quiet)
+    spacing = " x ".join(f"{a:g}" if a == b else f"{a:g}-{b:g}"
+                         for a, b in zip(card["spacing_min"], card["spacing_max"]))
+    print(f"wrote {card['n_volumes']} volumes to {args.out} ({', '.join(card['shapes'])}; {spacing} mm)")
+    if card["skipped"]:
+        print(f"skipped {len(card['skipped'])} images without a label (listed in dataset_card.json)")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from dataclasses import asdict
 
@@ -223,6 +238,15 @@ def _slice_range(text: str) -> tuple[int | None, int | None]:
         return (int(start) if start.strip() else None), (int(stop) if stop.strip() else None)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a slice range start:stop, e.g. 10:40, got {text!r}") from None
+
+
+def _spacing_arg(text: str) -> float | str:
+    if text == "fit":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a spacing in mm or 'fit', got {text!r}") from None
 
 
 def cmd_segment(args) -> int:
@@ -402,8 +426,35 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=None, help="write here instead of printing")
     report.set_defaults(func=cmd_report)
 
-    from medfss.data.prepare import add_prepare_parser
-    add_prepare_parser(sub)
+    from medfss.data.intensity import MODALITIES, MR_TOP_PERCENT
+    from medfss.data.prepare.sources import SOURCES
+
+    sources = "; ".join(f"{s.name}: {s.expects}" for s in SOURCES.values())
+    pr = sub.add_parser(
+        "prepare", help="convert a raw public release into the normalised format (image_{id}/label_{id})",
+        description="Convert a raw release into image_{id}.nii.gz (float32, SIZE x SIZE in-plane, intensities "
+                    "normalised as in the SSL-ALPNet preprocessing) and label_{id}.nii.gz (raw label values), "
+                    f"plus dataset_card.json and README.md. Inputs: {sources}.")
+    pr.add_argument("--source", required=True, help=f"one of {', '.join(SOURCES)}")
+    pr.add_argument("--input", required=True, type=Path, help="the raw release's folder (read only)")
+    pr.add_argument("--out", required=True, type=Path, help="output folder, outside the input folder")
+    pr.add_argument("--size", type=int, default=256, help="in-plane size after crop/pad (default 256)")
+    pr.add_argument("--spacing", type=_spacing_arg, default=None,
+                    help="in-plane spacing in mm, or 'fit' (the central 7/8 of the field of view fills "
+                         "SIZE); default 1.25, fit for synapse")
+    pr.add_argument("--slice-spacing", type=float, default=None,
+                    help="resample the slices to this spacing in mm (default: keep; the reference "
+                         "CHAOST2 files use 7.7)")
+    pr.add_argument("--modality", choices=MODALITIES, default=None,
+                    help="nifti source only: intensity normalisation (auto: CT when the minimum is below -500)")
+    pr.add_argument("--mr-top-percent", type=float, default=MR_TOP_PERCENT,
+                    help="MR: share of the histogram cut at the bright end (default 0.5; 0: none)")
+    pr.add_argument("--image-glob", default=None, help="nifti source: images, relative to --input, e.g. "
+                                                       "'images/*.nii.gz'")
+    pr.add_argument("--label-glob", default=None, help="nifti source: labels, matched to the images by "
+                                                       "what the wildcards capture, e.g. 'labels/*_seg.nii.gz'")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_prepare)
     return parser
 
 

@@ -1,2 +1,2 @@
-"""Data: geometry-preserving NIfTI I/O, data set registry, folds, raw-release conversion (prepare),
-superpixels, episodes."""
+"""Data: geometry-preserving NIfTI I/O, data set registry, folds, intensity normalisation,
+raw-release conversion (prepare), superpixels, episodes."""

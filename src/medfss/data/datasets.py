@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medfss.data.intensity import zscore
 from medfss.data.io import read_nifti
 from medfss.errors import ConfigError, InputFileError, LabelMapError
 
@@ -260,12 +261,6 @@ def map_labels(raw: np.ndarray, spec: DatasetSpec, path: Path) -> np.ndarray:
     for raw_value, index in lookup.items():
         table[raw_value] = index
     return table[raw_int]
-
-
-def zscore(image: np.ndarray) -> np.ndarray:
-    """Per-volume z-score normalisation (the SSL-ALPNet/ADNet loaders' convention)."""
-    std = float(image.std())
-    return ((image - image.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
 def load_volume(image_path: Path, label_path: Path, spec: DatasetSpec, case_id: str) -> Volume:

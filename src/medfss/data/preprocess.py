@@ -1,6 +1,7 @@
-"""Preprocessing of a scan for inference: orientation, slicing axis, intensities.
+"""Preprocessing of a scan for inference: orientation and slicing axis.
 
-Pure array functions (no files): :mod:`medfss.scan_segmentation` composes them.
+Pure array functions (no files): :mod:`medfss.scan_segmentation` composes them
+with the intensity normalisation of :mod:`medfss.data.intensity`.
 
 * Orientation: a volume is turned into the model's working voxel order by
   axis permutations and flips only (no resampling), and a prediction is
@@ -11,10 +12,6 @@ Pure array functions (no files): :mod:`medfss.scan_segmentation` composes them.
   module and its callers, "canonical" means that working order.
 * Slicing axis: the through-plane axis, the one with the largest spacing
   (the last of them on ties).
-* Intensities: MR is z-scored per volume; CT is first clipped to a window
-  (default the abdominal window [-125, 275] HU of the SSL-ALPNet SABS
-  preprocessing), then z-scored. ``auto`` calls a scan CT when its minimum is
-  below -500 (air in Hounsfield units; MR intensities are non-negative).
 """
 
 from __future__ import annotations
@@ -25,15 +22,16 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
-from medfss.data.datasets import zscore
+from medfss.data import intensity
 
-MODALITIES = ("auto", "MR", "CT")
 DEFAULT_ORIENTATION = "RAS"  # nibabel's canonical order, for models that do not record theirs
 DIRECTIONS = {"L": "left-right (sagittal slices)", "A": "posterior-anterior (coronal slices)",
               "S": "inferior-superior (axial slices)"}  # by the axis code's R/L, A/P, S/I pair
 OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
-CT_WINDOW = (-125.0, 275.0)  # HU, the abdominal window of the SSL-ALPNet SABS preprocessing
-CT_AIR_THRESHOLD = -500.0  # a minimum below this is air in HU: the scan is CT
+
+# The names medfss.scan_segmentation imports from here; they are defined in medfss.data.intensity.
+MODALITIES = intensity.MODALITIES
+normalize_intensity = intensity.normalise_intensity
 
 
 @dataclass(frozen=True)
@@ -142,26 +140,3 @@ def volumes_orientation(affines: Sequence[np.ndarray]) -> str | None:
 def through_plane_axis(spacing: tuple[float, float, float]) -> int:
     """The axis with the largest spacing; on ties the last of them."""
     return max(range(3), key=lambda axis: (spacing[axis], axis))
-
-
-def detect_modality(image: np.ndarray) -> str:
-    """``"CT"`` when the minimum is below -500 (air in HU), else ``"MR"``."""
-    return "CT" if float(image.min()) < CT_AIR_THRESHOLD else "MR"
-
-
-def normalize_intensity(image: np.ndarray, modality: str, ct_window: tuple[float, float] = CT_WINDOW
-                        ) -> tuple[np.ndarray, str]:
-    """The training intensity normalisation, and the modality used (``auto`` resolved).
-
-    MR: z = (x - mean) / std over the volume. CT: x clipped to ``ct_window``, then z-scored.
-    """
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    if modality == "auto":
-        modality = detect_modality(image)
-    if modality == "CT":
-        low, high = ct_window
-        if not low < high:
-            raise ValueError(f"ct_window must be (low, high) with low < high, got {ct_window}")
-        image = np.clip(image, low, high)
-    return zscore(image), modality
