@@ -150,7 +150,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
         raise ConfigError(f"threshold is a probability in (0, 1) (0.5 is the argmax), got {threshold}")
     if axis is not None and axis not in (0, 1, 2):
         raise ConfigError(f"axis must be 0, 1 or 2 (a voxel axis of the query), got {axis}")
-    from medfss.data.preprocess import MODALITIES
+    from medfss.data.intensity import MODALITIES
     if modality not in MODALITIES:
         raise ConfigError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
     outputs = {"out": out, "probabilities": probabilities, "overlay": overlay, "summary": summary}
@@ -315,14 +315,15 @@ class _QueryVolume:
 
     @classmethod
     def build(cls, img: NiftiArray, axis: int | None, modality: str, orientation: str) -> "_QueryVolume":
-        from medfss.data.preprocess import Reorientation, normalize_intensity, through_plane_axis
+        from medfss.data.intensity import normalise_intensity
+        from medfss.data.preprocess import Reorientation, through_plane_axis
 
         reorientation = Reorientation.of(img.affine, img.array.shape, orientation)
         if axis is None:
             canonical_axis = through_plane_axis(reorientation.canonical_spacing(img.spacing))
         else:
             canonical_axis = reorientation.canonical_axis(axis)
-        image, used = normalize_intensity(_slicing_view(img.array, reorientation, canonical_axis), modality)
+        image, used = normalise_intensity(_slicing_view(img.array, reorientation, canonical_axis), modality)
         spacing = _slicing_spacing(reorientation.canonical_spacing(img.spacing), canonical_axis)
         return cls(image, reorientation, canonical_axis, reorientation.scan_axis(canonical_axis), used, spacing)
 
@@ -377,7 +378,8 @@ class _Support:
 def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], modality: str,
                   orientation: str) -> _Support:
     from medfss.data.io import label_values
-    from medfss.data.preprocess import Reorientation, normalize_intensity
+    from medfss.data.intensity import normalise_intensity
+    from medfss.data.preprocess import Reorientation
 
     image = _read(image_path)
     mask = _read(mask_path)
@@ -398,7 +400,7 @@ def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], moda
     if missing:
         raise LabelMapError(f"{mask_path}: label {', '.join(map(str, missing))} is absent from this support "
                             f"mask (it holds {present}); choose --label among them")
-    normalised, used = normalize_intensity(image.array, modality)
+    normalised, used = normalise_intensity(image.array, modality)
     return _Support(reorientation.to_canonical(normalised), reorientation.to_canonical(mask.array),
                     reorientation, mask_path, used, reorientation.canonical_spacing(image.spacing))
 

@@ -1,8 +1,11 @@
 """Checks of settings, written once for every frozen config dataclass's ``__post_init__``.
 
-The project's configuration convention: every group of settings is a frozen
-dataclass named ``...Config`` with its defaults on its fields (one place per
-default), checked in ``__post_init__`` with the functions below. Each raises
+The project's configuration convention: every group of settings a user can
+change is a frozen dataclass named ``...Config`` with its defaults on its
+fields (one place per default), checked in ``__post_init__`` with the
+functions below. (``...Spec`` names the fixed description of a data set or a
+public release, e.g. :class:`~medfss.data.datasets.DatasetSpec`: facts, not
+settings.) Each raises
 :class:`~medfss.errors.ConfigError` (a ``ValueError`` too, for library
 callers) with one line naming the field, the rule, an optional hint on the
 fix and the value given. Booleans are not numbers here: YAML ``true`` where a

@@ -22,16 +22,10 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
-from medfss.data import intensity
-
 DEFAULT_ORIENTATION = "RAS"  # nibabel's canonical order, for models that do not record theirs
 DIRECTIONS = {"L": "left-right (sagittal slices)", "A": "posterior-anterior (coronal slices)",
               "S": "inferior-superior (axial slices)"}  # by the axis code's R/L, A/P, S/I pair
 OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
-
-# The names medfss.scan_segmentation imports from here; they are defined in medfss.data.intensity.
-MODALITIES = intensity.MODALITIES
-normalize_intensity = intensity.normalise_intensity
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class PrepareSettings:
+class PrepareConfig:
     """Everything that decides the output; saved in the dataset card."""
 
     source: str
@@ -112,7 +112,7 @@ class PreparedVolume:
     modality: str
 
 
-def prepare_volume(raw: RawVolume, settings: PrepareSettings) -> PreparedVolume:
+def prepare_volume(raw: RawVolume, settings: PrepareConfig) -> PreparedVolume:
     """Intensities on the source grid, then the in-plane grid (image linear, label nearest), then crop/pad."""
     modality = detect_modality(raw.image) if settings.modality == "auto" else settings.modality
     image = (normalise_ct(raw.image, settings.ct_window) if modality == "CT"
@@ -193,7 +193,7 @@ def prepare(source: str, input_dir: str | os.PathLike, out_dir: str | os.PathLik
         raise ConfigError(f"--modality {modality} does not apply to --source {source} ({spec.modality})")
     if image_glob is not None and source != "nifti":
         raise ConfigError("--image-glob/--label-glob apply to --source nifti only")
-    settings = PrepareSettings(source=source, size=size, spacing=spec.spacing if spacing is None else spacing,
+    settings = PrepareConfig(source=source, size=size, spacing=spec.spacing if spacing is None else spacing,
                                slice_spacing=slice_spacing, modality=modality or spec.modality,
                                mr_top_percent=mr_top_percent)
     check_output_folder(input_dir, out_dir)

@@ -23,7 +23,7 @@ from medfss.data.prepare.sources import SOURCES, SourceSpec
 
 if TYPE_CHECKING:
     from medfss.data.datasets import DatasetSpec
-    from medfss.data.prepare import PrepareSettings
+    from medfss.data.prepare import PrepareConfig
 
 
 def raw_label_names(spec: DatasetSpec | None) -> dict[int, str]:
@@ -34,7 +34,7 @@ def raw_label_names(spec: DatasetSpec | None) -> dict[int, str]:
             for raw, index in sorted(spec.label_lookup().items())}
 
 
-def command_line(settings: PrepareSettings, input_dir: Path, out_dir: Path, image_glob: str | None,
+def command_line(settings: PrepareConfig, input_dir: Path, out_dir: Path, image_glob: str | None,
                  label_glob: str | None) -> str:
     """The ``medfss prepare`` command that reproduces this output (defaults left out)."""
     source = SOURCES[settings.source]
@@ -53,7 +53,7 @@ def command_line(settings: PrepareSettings, input_dir: Path, out_dir: Path, imag
     return shlex.join(argv)
 
 
-def dataset_card(spec: SourceSpec, settings: PrepareSettings, records: list[dict], skipped: list[str],
+def dataset_card(spec: SourceSpec, settings: PrepareConfig, records: list[dict], skipped: list[str],
                  dataset: DatasetSpec | None, input_dir: Path, command: str) -> dict:
     """What ``dataset_card.json`` holds, from the per-volume ``records`` of one run."""
     from medfss.data.datasets import natural_key
@@ -86,7 +86,7 @@ def dataset_card(spec: SourceSpec, settings: PrepareSettings, records: list[dict
     }
 
 
-def preprocessing_steps(settings: PrepareSettings, modalities: set[str]) -> list[str]:
+def preprocessing_steps(settings: PrepareConfig, modalities: set[str]) -> list[str]:
     """The steps applied to volumes of these modalities, in words, for the card."""
     inplane = (f"in-plane resampled to {settings.spacing:g} mm" if settings.spacing != "fit" else
                f"the central {FIT_FOV_FRACTION:.3g} of the in-plane field of view resampled to "
