@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from medfss.data.datasets import DatasetSpec, Volume
@@ -172,3 +173,75 @@ def test_a_disk_cache_serves_a_second_predictor_without_registering(tmp_path, mo
     monkeypatch.setattr(module, "register", fail)
     second = module.RegistrationPredictor(config, cache_dir=tmp_path).segment_volume([support], fixed, (1.0, 1.0, 1.0))
     np.testing.assert_array_equal(first, second)
+
+
+class IdentityRegistration:
+    def warp(self, array, spacing, interpolator="linear"):
+        return np.asarray(array, dtype=np.float32)
+
+
+class IdentityRegistrations:
+    """Stands in for RegistrationPredictor: every support is already on the query's grid."""
+
+    def registration(self, support, query, query_spacing):
+        return IdentityRegistration()
+
+
+class ConstantNetwork:
+    def __init__(self, value: float):
+        self.value = value
+        self.slices = []
+
+    def predict(self, support_images, support_masks, query_images):
+        self.slices.append(query_images.shape[0])
+        return torch.full_like(query_images, self.value)
+
+
+def test_guided_prediction_fuses_the_network_with_the_soft_registered_prior_on_the_registered_extent():
+    from medfss.registration.guided import GuidanceConfig, GuidedPredictor
+
+    image, mask = blob_volume()  # the organ spans slices 7..17
+    network = ConstantNetwork(0.8)
+    guided = GuidedPredictor(network, IdentityRegistrations(),
+                             GuidanceConfig(network_weight=0.25, prior_sigma_mm=0.0, margin_slices=1))
+    probability = guided.segment_volume([SupportScan(image, mask)], image, (1.0, 1.0, 1.0))
+    covered = np.flatnonzero(mask.any(axis=(0, 1)))
+    extent = slice(covered[0] - 1, covered[-1] + 2)
+    assert sum(network.slices) == extent.stop - extent.start  # the network ran on the registered extent only
+    np.testing.assert_allclose(probability[..., extent], 0.25 * 0.8 + 0.75 * mask[..., extent], rtol=1e-6)
+    assert not probability[..., :extent.start].any() and not probability[..., extent.stop:].any()
+    assert guided.last_guidance == {"registered_supports": 1, "supports": 1, "failures": []}
+
+
+def test_a_failed_registration_falls_back_to_the_network_on_the_position_extent():
+    from medfss.registration.guided import GuidanceConfig, GuidedPredictor
+
+    image, mask = blob_volume()
+    shrunk = mask.copy()
+    shrunk[:, :, :12] = False  # the warped organ is far smaller than the support's: a failure
+
+    class Shrinking(IdentityRegistrations):
+        def registration(self, support, query, query_spacing):
+            class Warp:
+                def warp(self, array, spacing, interpolator="linear"):
+                    return shrunk.astype(np.float32) if interpolator == "nearestNeighbor" else array
+
+            return Warp()
+
+    network = ConstantNetwork(0.9)
+    guided = GuidedPredictor(network, Shrinking(), GuidanceConfig(max_volume_ratio=1.5))
+    probability = guided.segment_volume([SupportScan(image, mask)], image, (1.0, 1.0, 1.0))
+    assert guided.last_guidance["fallback"] == "position" and "mL" in guided.last_guidance["failures"][0]
+    assert set(np.unique(probability)) == {0.0, np.float32(0.9)}  # the network alone
+
+
+def test_registered_plan_serves_each_slice_with_the_warped_supports_same_slice():
+    from medfss.inference import registered_plan
+
+    image = np.broadcast_to(np.arange(10, dtype=np.float32), (8, 8, 10)).copy()
+    mask = np.zeros((8, 8, 10), bool)
+    mask[2:5, 2:5, 3:6] = True
+    plan = registered_plan([SupportScan(image, mask)], (1, 7))
+    served = {int(g.query_slices[0]): float(g.support_images[0, 0, 0]) for g in plan.groups}
+    assert served == {1: 3, 2: 3, 3: 3, 4: 4, 5: 5, 6: 5, 7: 5}  # outside the mask: its nearest labelled slice
+    assert all(g.support_masks.sum() > 0 for g in plan.groups)

@@ -49,6 +49,28 @@ def _registration_predictor(args):
     return RegistrationPredictor(config, cache_dir=args.registration_cache)
 
 
+def _add_guidance_args(parser: argparse.ArgumentParser, default: str) -> None:
+    group = parser.add_argument_group("registration guidance (--guidance registration)")
+    group.add_argument("--guidance", choices=("position", "registration"), default=default,
+                       help="how the organ's slices and support slices are found without a query label: "
+                            "from the support's relative position (the chunk rule), or by registering each "
+                            f"support onto the query and fusing the network with the warped labels (default {default})")
+    group.add_argument("--guidance-weight", type=float, default=None, metavar="W",
+                       help="weight of the network against the registered prior (default GuidanceConfig's)")
+    group.add_argument("--guidance-sigma-mm", type=float, default=None, metavar="MM",
+                       help="in-plane Gaussian softening of the registered prior (default GuidanceConfig's)")
+    group.add_argument("--guidance-support-slices", choices=("chunks", "registered"), default=None,
+                       help="support slices for the network: the chunk rule, or slice z of the warped supports")
+
+
+def _guide(args):
+    from medfss.registration.guided import GuidanceConfig, Guide
+
+    given = {"network_weight": args.guidance_weight, "prior_sigma_mm": args.guidance_sigma_mm,
+             "support_slices": args.guidance_support_slices}
+    return Guide(_registration_predictor(args), GuidanceConfig(**{k: v for k, v in given.items() if v is not None}))
+
+
 def cmd_data_summary(args) -> int:
     from medfss.data.datasets import Dataset
     from medfss.data.summary import describe_volume, format_summary
@@ -121,14 +143,17 @@ def cmd_evaluate(args) -> int:
         extent=args.extent,
     )
     registration = _registration_predictor(args) if args.model == "registration" else None
+    guide = _guide(args) if args.guidance == "registration" else None
     predictor_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device,
-                                      registration=registration)
+                                      registration=registration, guide=guide)
     result = evaluate(dataset, predictor_for, config, model_name=args.model,
                       progress=not args.quiet)
     print(result.format_table())
     record = {"label": args.label or args.model, **result.to_json(), "provenance": provenance()}
     if registration is not None:
         record["registration"] = asdict(registration.config)
+    if guide is not None:
+        record["guidance"] = {"registration": asdict(guide.registration.config), **asdict(guide.config)}
     if args.checkpoint is not None:
         record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, classes)
     out = Path(args.out)
@@ -317,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, type=Path, help="folder for results.json")
     ev.add_argument("--label", default=None, help="row name in reports (default: the model name)")
     _add_registration_args(ev)
+    _add_guidance_args(ev, default="position")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
 

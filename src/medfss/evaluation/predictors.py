@@ -43,13 +43,16 @@ def checkpoint_path(checkpoint: str | os.PathLike, fold: int, group: str = "") -
 
 def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *,
                       spec: DatasetSpec | None = None, device: str | torch.device = "cpu",
-                      batch_size: int = 8, registration: RegistrationPredictor | None = None
+                      batch_size: int = 8, registration: RegistrationPredictor | None = None,
+                      guide: Callable[[Predictor], VolumePredictor] | None = None
                       ) -> Callable[[int, str], Predictor | VolumePredictor]:
     """``(fold, class_name) -> Predictor`` for the baseline or trained model called ``model``.
 
     ``registration`` is atlas registration (:mod:`medfss.registration`), a
     no-training floor like the baselines; pass the configured predictor as
-    ``registration`` (default: ANTsPy's settings, no disk cache).
+    ``registration`` (default: ANTsPy's settings, no disk cache). ``guide``
+    wraps each trained model's predictor, e.g. in a registration-guided
+    :class:`~medfss.registration.guided.GuidedPredictor`.
 
     Trained models are read with :func:`medfss.checkpoints.load_predictor`
     (``weights_only``), checked to be the named model, run at the image size
@@ -69,22 +72,24 @@ def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *
         return lambda fold, class_name: predictor
     if checkpoint is None:
         raise ConfigError(f"model {model!r} needs --checkpoint (a trained model file; '{{fold}}' and "
-                          f"'{{group}}' in its path are filled in); the baselines {sorted([*BASELINES, REGISTRATION])} need none")
+                          f"'{{group}}' in its path are filled in); the baselines "
+                          f"{sorted([*BASELINES, REGISTRATION])} need none")
     if "{group}" in str(checkpoint) and spec is None:
         raise ConfigError("a checkpoint path with '{group}' needs the data set (its setting-2 groups)")
     if "{fold}" not in str(checkpoint):
         print(f"medfss: warning: checkpoint {checkpoint} has no '{{fold}}': the same model is evaluated on "
               "every fold; if it was trained on this data set, it is tested on its own training volumes",
               file=sys.stderr)
-    loaded: dict[str, Predictor] = {}
+    loaded: dict[str, Predictor | VolumePredictor] = {}
 
-    def predictor_for(fold: int, class_name: str) -> Predictor:
+    def predictor_for(fold: int, class_name: str) -> Predictor | VolumePredictor:
         from medfss.checkpoints import load_predictor  # imports the models: only for trained models
 
         path = checkpoint_path(checkpoint, fold, group_name(spec, class_name) if spec is not None else "")
         if path not in loaded:
             loaded.clear()  # one model in memory at a time: the protocol runs fold by fold
-            loaded[path], _ = load_predictor(path, device=device, batch_size=batch_size, model_name=model)
+            network, _ = load_predictor(path, device=device, batch_size=batch_size, model_name=model)
+            loaded[path] = network if guide is None else guide(network)
         return loaded[path]
 
     return predictor_for

@@ -8,13 +8,15 @@ volume (``medfss evaluate``, ``medfss segment``, ``medfss demo``) builds its
 plan here and hands it to :func:`medfss.inference.volume.predict_volume`, so
 a new rule for choosing support slices is written once, in this module.
 
-The rule of the literature (Roy et al. 2020, SSL-ALPNet sec. 4) is the
+Two rules are written here. The rule of the literature (Roy et al. 2020, SSL-ALPNet sec. 4) is the
 *chunk rule* (:func:`chunk_plan`): the class extent of the support and of the
 query are each cut into C equal chunks; the middle labelled slice of support
 chunk i serves every query slice of query chunk i. The query extent is either
 given (the literature's protocol reads it from the query's ground truth) or
 estimated without any query label from where the class lies in the support
-scans (:func:`estimate_query_extent`).
+scans (:func:`estimate_query_extent`). The *registration rule*
+(:func:`registered_plan`) serves query slice z with slice z of the supports
+registered onto the query (:mod:`medfss.registration`).
 
 Shapes: S shots, C chunks, H W in-plane, D slices; volumes are [H, W, D]
 with the slicing axis last.
@@ -195,3 +197,28 @@ def chunk_plan(supports: Sequence[SupportScan], extent: tuple[int, int], size: t
             support_masks=torch.stack([(resize_slices(m[None], size, "bilinear")[0] > 0.5).float()
                                        for m in masks])))  # [S, H, W]
     return SlicePlan(top, bottom, tuple(groups), tuple(tuple(c) for c in chosen))
+
+
+def registered_plan(warped: Sequence[SupportScan], extent: tuple[int, int]) -> SlicePlan:
+    """The registration rule: query slice z is served by every warped support's slice z.
+
+    warped: the supports registered onto the query's grid (image and mask
+    [H, W, D], the query's size), so slice z of each shows the anatomy of
+    query slice z. A shot whose warped mask is empty on slice z serves it
+    with its nearest slice (in z) where the mask is not, so that no query
+    slice gets an empty support. One group per query slice.
+    """
+    if not warped:
+        raise ConfigError("no support given: a slice plan needs at least one labelled support volume")
+    top, bottom = (int(z) for z in extent)
+    labelled = [_labelled_slices(w) for w in warped]
+    chosen = [[int(slices[np.abs(slices - z).argmin()]) for z in range(top, bottom + 1)]
+              for slices in labelled]  # [S][n]
+    groups = tuple(SliceGroup(
+        query_slices=np.array([z]),
+        support_images=torch.stack([torch.from_numpy(np.ascontiguousarray(w.image[..., c[i]], dtype=np.float32))
+                                    for w, c in zip(warped, chosen)]),  # [S, H, W]
+        support_masks=torch.stack([torch.from_numpy(w.mask[..., c[i]].astype(np.float32))
+                                   for w, c in zip(warped, chosen)]))  # [S, H, W]
+        for i, z in enumerate(range(top, bottom + 1)))
+    return SlicePlan(top, bottom, groups, tuple(tuple(c) for c in chosen))

@@ -1,0 +1,129 @@
+"""Registration-guided few-shot segmentation: a network and atlas registration, each where it is trusted.
+
+For every support registered onto the query (:mod:`medfss.registration.ants`):
+
+1. *Check.* A registration has failed when the warped mask's physical
+   volume leaves [1/r, r] times the support's (``max_volume_ratio``), or the
+   warped image correlates with the query below ``min_correlation`` (Pearson
+   r over the volume). Failed supports are dropped; when all fail the
+   network runs alone on the extent estimated from the supports' relative
+   position (the rule of :func:`medfss.inference.estimated_extent`), and
+   :attr:`GuidedPredictor.last_guidance` says why.
+2. *Extent.* The query slices the warped masks cover, ``margin_slices``
+   more on each side: the organ's extent without any query label.
+3. *Network.* The few-shot network predicts that extent, with the support
+   slices of the chunk rule (``support_slices="chunks"``) or of the
+   registration rule (``"registered"``: slice z of the warped supports).
+4. *Fusion.* p = w p_net + (1 - w) G_sigma * prior, where prior is the
+   fraction of registered supports whose warped mask holds the voxel and
+   G_sigma an in-plane Gaussian of ``prior_sigma_mm`` (the registration's
+   boundary error); w = ``network_weight``.
+
+Every choice is a field of :class:`GuidanceConfig`, chosen on training
+folds (see results/README.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from medfss.inference import (Predictor, SupportScan, chunk_plan, estimated_extent, full_volume, predict_volume,
+                              registered_plan)
+from medfss.registration.predictor import RegistrationPredictor
+from medfss.validation import check_choice, check_fraction, check_non_negative_int, check_non_negative_number, require
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """How the network and the registration are combined (module docstring, steps 1-4)."""
+
+    network_weight: float = 0.5  # w of step 4 (1: the network alone on the registered extent)
+    prior_sigma_mm: float = 5.0  # in-plane softening of the registered prior
+    margin_slices: int = 1  # slices added on each side of the registered extent
+    support_slices: str = "chunks"  # "chunks" (the chunk rule) or "registered" (slice z of the warped supports)
+    max_volume_ratio: float = 3.0  # a warped mask outside [1/r, r] times the support's volume: failed
+    min_correlation: float = 0.2  # a warped image correlating less with the query: failed
+
+    def __post_init__(self):
+        check_fraction(self, "network_weight")
+        check_non_negative_number(self, "prior_sigma_mm", "min_correlation")
+        check_non_negative_int(self, "margin_slices")
+        check_choice(self, "support_slices", ("chunks", "registered"))
+        require(self.max_volume_ratio >= 1, "max_volume_ratio", f"must be >= 1, got {self.max_volume_ratio}")
+
+
+def registration_failure(support: SupportScan, warped: SupportScan, query: np.ndarray,
+                         query_spacing: Sequence[float], config: GuidanceConfig) -> str | None:
+    """Why the registration of ``support`` onto ``query`` is not trusted (step 1), or None."""
+    support_ml = support.mask.sum() * float(np.prod(support.spacing)) / 1000
+    warped_ml = warped.mask.sum() * float(np.prod(query_spacing)) / 1000
+    if support_ml == 0 or not 1 / config.max_volume_ratio <= warped_ml / support_ml <= config.max_volume_ratio:
+        return (f"the warped mask holds {warped_ml:.1f} mL against the support's {support_ml:.1f} mL "
+                f"(allowed ratio 1/{config.max_volume_ratio:g} to {config.max_volume_ratio:g})")
+    correlation = float(np.corrcoef(warped.image.ravel(), query.ravel())[0, 1])
+    if not correlation >= config.min_correlation:
+        return f"the warped image correlates with the query at r = {correlation:.2f} (< {config.min_correlation:g})"
+    return None
+
+
+@dataclass
+class GuidedPredictor:
+    """A :class:`~medfss.inference.VolumePredictor`: ``network`` guided by ``registration`` (module docstring)."""
+
+    network: Predictor
+    registration: RegistrationPredictor
+    config: GuidanceConfig = GuidanceConfig()
+    chunks: int = 3
+    batch_size: int = 8
+    last_guidance: dict[str, Any] = field(default_factory=dict)  # what the last call used, for summaries
+
+    def warp(self, support: SupportScan, query: np.ndarray, query_spacing: tuple[float, float, float]
+             ) -> SupportScan:
+        """``support`` resampled on the query's grid: image linear, mask nearest neighbour."""
+        registration = self.registration.registration(support, query, query_spacing)
+        return SupportScan(registration.warp(support.image, support.spacing),
+                           registration.warp(support.mask.astype(np.float32), support.spacing,
+                                             interpolator="nearestNeighbor") > 0.5,
+                           tuple(query_spacing))
+
+    def segment_volume(self, supports: Sequence[SupportScan], query: np.ndarray,
+                       query_spacing: tuple[float, float, float]) -> np.ndarray:
+        depth = query.shape[-1]
+        warped = [self.warp(s, query, query_spacing) for s in supports]
+        failures = [registration_failure(s, w, query, query_spacing, self.config) for s, w in zip(supports, warped)]
+        trusted = [w for w, failure in zip(warped, failures) if failure is None]
+        self.last_guidance = {"registered_supports": len(trusted), "supports": len(supports),
+                              "failures": [f for f in failures if f is not None]}
+        if not trusted:
+            plan = chunk_plan(supports, estimated_extent(supports, (0, depth)), query.shape[:2], self.chunks)
+            self.last_guidance["fallback"] = "position"
+            return full_volume(predict_volume(self.network, query, plan, batch_size=self.batch_size), plan.top, depth)
+        prior = np.mean([w.mask for w in trusted], axis=0, dtype=np.float32)  # [H, W, D]
+        covered = np.flatnonzero(prior.any(axis=(0, 1)))
+        extent = (max(0, int(covered[0]) - self.config.margin_slices),
+                  min(depth - 1, int(covered[-1]) + self.config.margin_slices))
+        if self.config.support_slices == "registered":
+            plan = registered_plan(trusted, extent)
+        else:
+            plan = chunk_plan(supports, extent, query.shape[:2], self.chunks)
+        network = full_volume(predict_volume(self.network, query, plan, batch_size=self.batch_size), plan.top, depth)
+        sigma = [self.config.prior_sigma_mm / float(s) for s in query_spacing[:2]] + [0.0]
+        soft_prior = ndimage.gaussian_filter(prior, sigma) if self.config.prior_sigma_mm else prior
+        w = self.config.network_weight
+        return (w * network + (1 - w) * soft_prior).astype(np.float32)  # [H, W, D]
+
+
+@dataclass(frozen=True)
+class Guide:
+    """Wraps network predictors in guided predictors that share one registration (and its cache)."""
+
+    registration: RegistrationPredictor
+    config: GuidanceConfig = GuidanceConfig()
+
+    def __call__(self, network: Predictor) -> GuidedPredictor:
+        return GuidedPredictor(network, self.registration, self.config)
