@@ -245,3 +245,25 @@ def test_registered_plan_serves_each_slice_with_the_warped_supports_same_slice()
     served = {int(g.query_slices[0]): float(g.support_images[0, 0, 0]) for g in plan.groups}
     assert served == {1: 3, 2: 3, 3: 3, 4: 4, 5: 5, 6: 5, 7: 5}  # outside the mask: its nearest labelled slice
     assert all(g.support_masks.sum() > 0 for g in plan.groups)
+
+
+def test_segment_with_registration_guidance_reports_what_it_used(tmp_path, checkpoint):
+    import json
+
+    from medfss.cli import main
+
+    fixed, _ = blob_volume((4, -3, 2))
+    moving, moving_mask = blob_volume()
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(fixed * 100, affine), tmp_path / "q.nii.gz")
+    nib.save(nib.Nifti1Image(moving * 100, affine), tmp_path / "s.nii.gz")
+    nib.save(nib.Nifti1Image(moving_mask.astype(np.uint8), affine), tmp_path / "m.nii.gz")
+    code = main(["segment", "--guidance", "registration", "--registration-transform", "affine",
+                 "--checkpoint", str(checkpoint), "--query", str(tmp_path / "q.nii.gz"),
+                 "--support-image", str(tmp_path / "s.nii.gz"), "--support-mask", str(tmp_path / "m.nii.gz"),
+                 "--label", "1", "--out", str(tmp_path / "p.nii.gz"), "--summary", str(tmp_path / "s.json"),
+                 "--quiet"])
+    assert code == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["inputs"]["model"]["guidance"]["registration"]["transform"] == "affine"
+    assert summary["classes"]["1"]["guidance"]["registered_supports"] == 1

@@ -285,8 +285,9 @@ def cmd_segment(args) -> int:
         if args.checkpoint is not None:
             raise ConfigError("--method registration uses no network: leave out --checkpoint")
         predictor = _registration_predictor(args)
+    guide = _guide(args) if args.guidance == "registration" and args.method == "few-shot" else None
     result = segment(args.query, list(zip(args.support_image, args.support_mask)), args.label,
-                     checkpoint=args.checkpoint, predictor=predictor, axis=args.axis, query_range=args.query_range,
+                     checkpoint=args.checkpoint, predictor=predictor, guide=guide, axis=args.axis, query_range=args.query_range,
                      orientation=args.orientation, modality=args.modality, largest_component=args.largest_component,
                      threshold=args.threshold, device=args.device, batch_size=args.batch_size,
                      out=args.out, probabilities=args.probabilities, overlay=args.overlay,
@@ -294,6 +295,12 @@ def cmd_segment(args) -> int:
     for r in result.per_label:
         print(f"label {r.label}: {r.voxels} voxels, {r.millilitres:.1f} mL "
               f"(slices {r.extent[0]}:{r.extent[1]} along axis {result.summary['settings']['axis']})")
+        notes = result.summary["classes"][str(r.label)].get("guidance", {})
+        for failure in notes.get("failures", []):
+            print(f"  registration not trusted for a support: {failure}")
+        if notes.get("fallback"):
+            print(f"  label {r.label}: every registration failed; the network alone on the slices estimated "
+                  "from the support's relative position")
     print(f"wrote {args.out}")
     return 0
 
@@ -414,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="few-shot: the network of --checkpoint; registration: atlas registration of every "
                           "support onto the query with ANTsPy, labels fused by majority voting (no network)")
     _add_registration_args(seg)
+    _add_guidance_args(seg, default="position")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=cmd_segment)
 

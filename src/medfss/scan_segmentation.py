@@ -52,7 +52,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,7 +114,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
             chunks: int = 3, device: str = "auto", batch_size: int = 8,
             out: PathLike | None = None, probabilities: PathLike | None = None,
             overlay: PathLike | None = None, summary: PathLike | None = None,
-            progress: bool = True) -> Segmentation:
+            guide: Callable[[Predictor], VolumePredictor] | None = None, progress: bool = True) -> Segmentation:
     """Segment ``labels`` in the ``query`` scan from labelled ``supports`` (see the module docstring).
 
     query: a 3D NIfTI file. supports: ``(image, mask)`` NIfTI file pairs; each
@@ -132,6 +132,9 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     extent: the slices to predict, ``(start, stop)`` for every label or a
     ``{label: (start, stop)}`` map (default: estimated from the supports).
     modality: ``auto``, ``MR`` or ``CT`` (intensity normalisation).
+    guide: wraps the network's predictor, e.g. a
+    :class:`medfss.registration.guided.Guide` (registration-guided
+    segmentation; each label's ``guidance`` in the summary says what it used).
     out, probabilities, overlay, summary: where to write the label NIfTI,
     the float32 probability NIfTI, the PNG montage and the JSON summary
     (each optional; nothing is written without them).
@@ -168,6 +171,9 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
         model_info = {"predictor": type(predictor).__name__}
         if hasattr(predictor, "config"):
             model_info["config"] = asdict(predictor.config)
+    if guide is not None:
+        predictor = guide(predictor)
+        model_info["guidance"] = {"registration": asdict(guide.registration.config), **asdict(guide.config)}
     from medfss.data.preprocess import DEFAULT_ORIENTATION, check_axcodes
     orientation = orientation or model_info.get("slice_orientation") or DEFAULT_ORIENTATION
     try:
@@ -192,7 +198,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     support_modalities = [s.modality for s in support_data]
     del support_data  # the plans hold what is needed of them
 
-    label_volume, kept, predicted = _predict_labels(
+    label_volume, kept, predicted, guidance = _predict_labels(
         predictor, plans, volume, threshold=threshold, chunks=chunks, batch_size=batch_size,
         largest_component=largest_component, keep_probabilities=probabilities is not None, progress=progress)
     labels_out = volume.to_scan(label_volume)  # [X, Y, Z]
@@ -225,7 +231,9 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
         "voxel_volume_ml": voxel_ml,
         "classes": {str(r.label): {"voxels": r.voxels, "millilitres": r.millilitres,
                                    "extent": list(r.extent),
-                                   "support_slices": [list(s) for s in r.support_slices]} for r in per_label},
+                                   "support_slices": [list(s) for s in r.support_slices],
+                                   **({"guidance": notes} if notes else {})}
+                    for r, notes in zip(per_label, guidance)},
         "outputs": {k: str(v) for k, v in outputs.items() if v is not None},
     }
     png = _render_overlay(volume, label_volume, labels) if overlay is not None else None
@@ -445,9 +453,9 @@ def _plan_label(label: int, supports: Sequence[_Support], volume: _QueryVolume, 
 
 def _predict_labels(predictor: Predictor | VolumePredictor, plans: Sequence[_LabelPlan], volume: _QueryVolume, *,
                     threshold: float, chunks: int, batch_size: int, largest_component: bool,
-                    keep_probabilities: bool, progress: bool) -> tuple[np.ndarray, list[np.ndarray], list]:
-    """The multi-label map [H, W, D] uint8, if asked each label's probabilities [H, W, D] float32, and
-    each label's predicted extent (canonical, inclusive).
+                    keep_probabilities: bool, progress: bool) -> tuple[np.ndarray, list[np.ndarray], list, list]:
+    """The multi-label map [H, W, D] uint8, if asked each label's probabilities [H, W, D] float32, each
+    label's predicted extent (canonical, inclusive) and what a guided predictor reported for it.
 
     Label by label (:func:`medfss.inference.predict_class`): foreground =
     probability > threshold on the label's extent, optionally cut to its
@@ -461,7 +469,7 @@ def _predict_labels(predictor: Predictor | VolumePredictor, plans: Sequence[_Lab
     hwd = volume.image.shape  # [H, W, D], slicing axis last
     label_volume = np.zeros(hwd, dtype=np.uint8)  # [H, W, D]
     best = np.zeros(hwd, dtype=np.float32) if len(plans) > 1 else None  # [H, W, D]: the winner's probability
-    kept, extents = [], []
+    kept, extents, guidance = [], [], []
     total = sum(hwd[-1] if p.extent is None else p.extent[1] - p.extent[0] + 1 for p in plans)
     with tqdm(total=total, disable=not progress, unit="slice", desc="segment") as bar:
         for plan in plans:
@@ -469,6 +477,7 @@ def _predict_labels(predictor: Predictor | VolumePredictor, plans: Sequence[_Lab
                                       chunks=chunks, batch_size=batch_size, progress=bar.update)  # [H, W, n]
             bottom = top + slab.shape[-1] - 1
             extents.append((top, bottom))
+            guidance.append(dict(getattr(predictor, "last_guidance", {})))
             mask = foreground(slab, threshold, largest_component)
             region = label_volume[..., top:bottom + 1]  # views on the extent's slices
             if best is None:
@@ -482,7 +491,7 @@ def _predict_labels(predictor: Predictor | VolumePredictor, plans: Sequence[_Lab
                 full = np.zeros(hwd, dtype=np.float32)  # [H, W, D]
                 full[..., top:bottom + 1] = slab
                 kept.append(full)
-    return label_volume, kept, extents
+    return label_volume, kept, extents, guidance
 
 
 def _slicing_spacing(spacing: tuple[float, float, float], canonical_axis: int) -> tuple[float, float, float]:
