@@ -64,3 +64,28 @@ def checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_atomic({"state_dict": model.state_dict(), **checkpoint_metadata(config)}, path)
     return path
+
+
+class PairDataset:
+    """The part of :class:`~medfss.data.datasets.Dataset` the protocol uses: one fold of two copies of a volume."""
+
+    def __init__(self, image: np.ndarray, label: np.ndarray, spacing=(1.0, 1.0, 1.0)):
+        from medfss.data.datasets import DatasetSpec
+
+        self.spec = DatasetSpec(name="TOY", folder="TOY", modality="MR", classes={1: "organ"},
+                                eval_classes=("organ",))
+        self.image, self.label, self.spacing = image, label, spacing
+
+    def fold_case_ids(self, fold: int) -> list[str]:
+        return ["s", "q"]
+
+    def load(self, case_id: str):
+        from medfss.data.datasets import Volume
+
+        return Volume(case_id, self.image, self.label, self.spacing, np.eye(4), Path(case_id), Path(case_id))
+
+
+@pytest.fixture
+def pair_dataset():
+    """``pair_dataset(image, label, spacing)``: a one-fold TOY data set whose support and query are that volume."""
+    return PairDataset

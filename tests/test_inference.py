@@ -132,27 +132,12 @@ def test_full_volume_puts_the_slab_on_its_slices():
     assert volume.any(axis=(0, 1)).tolist() == [False, False, True, True, True, False, False]
 
 
-def test_evaluate_estimated_scores_what_segment_keeps():
+def test_evaluate_estimated_scores_what_segment_keeps(pair_dataset):
     """The protocol with estimated extents keeps the largest component, as ``medfss segment`` does."""
-    from pathlib import Path
-
-    from medfss.data.datasets import DatasetSpec, Volume
     from medfss.evaluation.protocol import ProtocolConfig, evaluate
 
-    spec = DatasetSpec(name="TOY", folder="TOY", modality="MR", classes={1: "organ"}, eval_classes=("organ",))
     label = np.zeros((16, 16, 10), dtype=np.int64)
     label[3:9, 3:9, 2:8] = 1
-
-    class Data:
-        def __init__(self):
-            self.spec = spec
-
-        def fold_case_ids(self, fold):
-            return ["s", "q"]
-
-        def load(self, case_id):
-            return Volume(case_id, label.astype(np.float32), label, (1.0, 1.0, 1.0), np.eye(4), Path(case_id),
-                          Path(case_id))
 
     class TruthPlusSpeck:
         """The organ, and one false voxel far from it on every slice."""
@@ -164,7 +149,8 @@ def test_evaluate_estimated_scores_what_segment_keeps():
 
     def dice(extent):
         config = ProtocolConfig(dataset="TOY", folds=(0,), extent=extent)
-        result = evaluate(Data(), lambda fold, name: TruthPlusSpeck(), config, progress=False)
+        result = evaluate(pair_dataset(label.astype(np.float32), label), lambda fold, name: TruthPlusSpeck(), config,
+                          progress=False)
         return result.runs[0].queries[0].scores.dice
 
     assert dice("estimated") == pytest.approx(100)  # the specks are cut off

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
-from medfss.data.datasets import DatasetSpec, Volume
 from medfss.errors import ConfigError
 from medfss.evaluation.protocol import ProtocolConfig, evaluate
 from medfss.inference import SupportScan, VolumePredictor, predict_class
 from medfss.registration.ants import RegistrationConfig
 
-ants = pytest.importorskip("ants")
+pytest.importorskip("ants")  # the registration extra
 
 
 TEXTURE = ndimage.gaussian_filter(np.random.default_rng(0).standard_normal((80, 80, 40)), (4, 4, 2))
@@ -97,23 +94,12 @@ class WarpedTruth:
         return out
 
 
-def test_protocol_runs_volume_predictors_on_the_whole_volume_or_the_gt_extent():
-    spec = DatasetSpec(name="TOY", folder="TOY", modality="MR", classes={1: "organ"}, eval_classes=("organ",))
+def test_protocol_runs_volume_predictors_on_the_whole_volume_or_the_gt_extent(pair_dataset):
     image, mask = blob_volume()
-
-    class Data:
-        def __init__(self):
-            self.spec = spec
-
-        def fold_case_ids(self, fold):
-            return ["s", "q"]
-
-        def load(self, case_id):
-            return Volume(case_id, image, mask.astype(np.int64), (1.0, 1.0, 2.0), np.eye(4), Path(case_id),
-                          Path(case_id))
+    data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
 
     def score(extent):
-        result = evaluate(Data(), lambda f, c: WarpedTruth(), ProtocolConfig(dataset="TOY", folds=(0,), extent=extent),
+        result = evaluate(data, lambda f, c: WarpedTruth(), ProtocolConfig(dataset="TOY", folds=(0,), extent=extent),
                           progress=False)
         return result.runs[0].queries[0].scores.dice
 
