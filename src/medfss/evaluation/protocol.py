@@ -17,8 +17,11 @@ is why these scores are higher than those of a fully automatic method.
 ``extent="estimated"`` uses no query label: the support organ's relative
 position in its scan is mapped onto the query scan
 (:func:`medfss.inference.estimate_query_extent`), slices outside it are
-background and only the largest 3D component is kept: exactly what
-``medfss segment`` outputs. Either way the whole query volume is scored.
+background, no label is kept outside the query's body mask
+(:mod:`medfss.inference.body`) and only the largest 3D component is kept:
+exactly what ``medfss segment`` outputs. ``extent="gt"`` applies neither
+post-processing step, so that its scores stay those of the literature's
+protocol, which thresholds the raw prediction. Either way the whole query volume is scored.
 The support slices and the prediction loop are those of
 :mod:`medfss.inference`, shared with ``medfss segment``.
 
@@ -39,8 +42,8 @@ from tqdm.auto import tqdm
 from medfss.data.datasets import Dataset, DatasetSpec, Volume
 from medfss.errors import ConfigError
 from medfss.evaluation.metrics import METRIC_NAMES, SegmentationScores, segmentation_scores
-from medfss.inference import (Predictor, SupportScan, chunk_plan, estimated_extent, foreground, full_volume,
-                              predict_volume)
+from medfss.inference import (Predictor, SupportScan, body_mask, chunk_plan, estimated_extent, foreground,
+                              full_volume, predict_volume)
 
 
 EXTENTS = ("gt", "estimated")
@@ -110,9 +113,14 @@ class ProtocolConfig:
         """Whether predictions keep only their largest 3D component: as ``medfss segment``, without query labels."""
         return self.extent == "estimated"
 
+    @property
+    def body_mask(self) -> bool:
+        """Whether predictions are cut to the query's body mask: as ``medfss segment``, without query labels."""
+        return self.extent == "estimated"
+
     def to_dict(self) -> dict:
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        return {**values, "largest_component": self.largest_component}
+        return {**values, "largest_component": self.largest_component, "body_mask": self.body_mask}
 
 
 def support_case_ids(fold_cases: Sequence[str], support_index: int, shots: int) -> tuple[str, ...]:
@@ -261,7 +269,7 @@ def score_queries(predictor: Predictor, supports: Sequence[Volume], queries: Seq
 
     The prediction is :func:`medfss.inference.predict_volume` on a chunk-rule
     plan, the path ``medfss segment`` takes. With ``extent="estimated"`` it
-    is post-processed as ``medfss segment`` does (largest 3D component), so
+    is post-processed as ``medfss segment`` does (body mask, largest 3D component), so
     the score is that of the tool's output; with ``"gt"`` it is not, as in
     the literature. A query volume without the class is skipped under either
     ``extent`` (it has no Dice; its absence shows in the run's query list).
@@ -280,7 +288,8 @@ def score_queries(predictor: Predictor, supports: Sequence[Volume], queries: Seq
         else:
             extent = query.class_extent(class_index)
         plan = chunk_plan(support_scans, extent, query.image.shape[:2], config.chunks)
-        probabilities = predict_volume(predictor, query.image, plan)  # [H, W, n]
+        body = body_mask(query.image) if config.body_mask else None  # [H, W, D]
+        probabilities = predict_volume(predictor, query.image, plan, body=body)  # [H, W, n]
         mask = foreground(probabilities, config.threshold, config.largest_component)
         prediction = full_volume(mask, plan, query.num_slices)  # [H, W, D]
         yield QueryResult(query.case_id, segmentation_scores(prediction, truth, query.spacing))

@@ -8,6 +8,9 @@ holds one batch in the model and one float32 slab of the extent, never the
 model's output for a whole scan. :func:`foreground` thresholds the slab and,
 optionally, keeps its largest 3D component, the post-processing that
 ``medfss segment`` applies and ``medfss evaluate --extent estimated`` scores.
+Both also pass the query's body mask (:mod:`medfss.inference.body`) to
+:func:`predict_volume`, which sets the probability outside it to 0: no
+label, and no probability output, ever leaves the body.
 """
 
 from __future__ import annotations
@@ -27,15 +30,19 @@ def n_batches(plan: SlicePlan, batch_size: int) -> int:
 
 
 def predict_volume(predictor: Predictor, query: np.ndarray, plan: SlicePlan, *, batch_size: int = 8,
-                   progress: Callable[[], None] | None = None) -> np.ndarray:
+                   body: np.ndarray | None = None, progress: Callable[[], None] | None = None) -> np.ndarray:
     """Foreground probabilities of the slices ``plan.top``..``plan.bottom`` of ``query``.
 
     query: [H, W, D] normalised, slicing axis last; the plan's support slices
-    are at the query's in-plane size. Returns [H, W, plan.depth] float32;
+    are at the query's in-plane size. body: None, or the query's body mask
+    [H, W, D] bool (:func:`medfss.inference.body.body_mask`), outside which
+    the probability is 0. Returns [H, W, plan.depth] float32;
     ``progress()`` is called after every batch.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if body is not None and body.shape != query.shape:
+        raise ValueError(f"body must be the query's [H, W, D] = {query.shape}, got {body.shape}")
     slab = np.zeros((*query.shape[:2], plan.depth), dtype=np.float32)  # [H, W, n]
     for group in plan.groups:
         slices = group.query_slices
@@ -49,6 +56,8 @@ def predict_volume(predictor: Predictor, query: np.ndarray, plan: SlicePlan, *, 
             slab[..., batch - plan.top] = np.moveaxis(probabilities.detach().cpu().float().numpy(), 0, -1)
             if progress is not None:
                 progress()
+    if body is not None:
+        slab[~body[..., plan.top:plan.bottom + 1]] = 0.0
     return slab
 
 
