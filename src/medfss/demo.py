@@ -135,6 +135,7 @@ def run_demo(out_dir: str | os.PathLike, *, data_root: str | os.PathLike | None 
     print(f"medfss demo: {case.source}")
     if not out_dir.exists():
         print(f"medfss demo: creating output folder {out_dir} (it did not exist)")
+        out_dir.mkdir(parents=True)
     result = segment(case.query, [(case.support_image, case.support_mask)], list(CHAOST2_ORGANS),
                      checkpoint=checkpoint, device=device, label_names=list(CHAOST2_ORGANS.values()),
                      reference=case.query_truth, out=out_dir / "prediction.nii.gz",
