@@ -35,7 +35,10 @@ BOX = (slice(4, 10), slice(3, 15))  # an off-centre organ: a flip or a transpose
 
 
 def scene(depth: int, organ: tuple[int, int], blobs: bool = False):
-    """Canonical (image, label): organ on slices organ[0]..organ[1]; image = 10 + 100 * bright.
+    """Canonical (image, label): organ on slices organ[0]..organ[1]; image = 10 + 100 * bright in a body.
+
+    The body (everything but a one-voxel frame of air at 0) holds the organ
+    and the bait, so the body mask keeps them all.
 
     ``blobs`` adds two bright false-positive bait that are not in the label: a
     small one inside the organ's slices but apart from it (the largest-component
@@ -47,7 +50,9 @@ def scene(depth: int, organ: tuple[int, int], blobs: bool = False):
     if blobs:
         bright[18:20, 16:18, (organ[0] + organ[1]) // 2] = True
         bright[18:22, 2:6, depth - 1] = True
-    return (10.0 + 100.0 * bright).astype(np.float32), label
+    image = 10.0 + 100.0 * bright
+    image[[0, -1]] = image[:, [0, -1]] = 0.0  # air around the body
+    return image.astype(np.float32), label
 
 
 def reorient(array: np.ndarray, ornt, canonical_affine=np.diag([*SPACING, 1.0])) -> tuple[np.ndarray, np.ndarray]:
@@ -385,10 +390,12 @@ TOY = DatasetSpec(name="TOY", folder="TOY", modality="MR", classes={1: "organ"},
 
 
 def toy(case_id: str, depth: int, extent: tuple[int, int]) -> Volume:
-    """A 10 x 10 box organ on slices extent[0]..extent[1] of ``depth``; image = label."""
+    """A 10 x 10 box organ on slices extent[0]..extent[1] of ``depth``; image = 1 + label in a body, 0 in the air."""
     label = np.zeros((16, 16, depth), dtype=np.int64)
     label[3:13, 3:13, extent[0]:extent[1] + 1] = 1
-    return Volume(case_id, label.astype(np.float32), label, (1.0, 1.0, 5.0), np.eye(4), Path(case_id), Path(case_id))
+    image = np.zeros(label.shape, dtype=np.float32)
+    image[1:-1, 1:-1] = 1.0 + label[1:-1, 1:-1]  # a one-voxel frame of air around the body
+    return Volume(case_id, image, label, (1.0, 1.0, 5.0), np.eye(4), Path(case_id), Path(case_id))
 
 
 class ToyDataset:
@@ -406,7 +413,7 @@ class ToyDataset:
 
 class ImageOracle:
     def predict(self, support_images, support_masks, query_images):
-        return (query_images > 0.5).float()
+        return (query_images > 1.5).float()
 
 
 class SupportBox:

@@ -221,6 +221,7 @@ def cmd_segment(args) -> int:
                      overlay=args.overlay, summary=args.summary, report=args.report, progress=not args.quiet)
     print("\n".join(describe(result)))
     print(f"wrote {', '.join(result.summary['outputs'].values())}")
+    return 0
 
 
 def cmd_demo(args) -> int:

@@ -108,6 +108,11 @@ class LabelResult:
     millilitres: float
     support_millilitres: tuple[float, ...]  # the label's volume in each support mask
 
+    @property
+    def title(self) -> str:
+        """``label 6 (liver)``, or ``label 6`` when the label has no name."""
+        return f"label {self.label}" if self.name == f"label {self.label}" else f"label {self.label} ({self.name})"
+
 
 @dataclass(frozen=True)
 class Segmentation:
@@ -238,7 +243,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
         modality_warning(query_modality, known, f"the query {query}"),
         *(f"support {i} is {used}, the query {volume.modality}: intensities will not match"
           for (i, _), used in zip(pairs, support_modalities) if used != volume.modality),
-        *(volume_warning(f"label {r.label} ({r.name})", r.millilitres, r.support_millilitres)
+        *(volume_warning(r.title, r.millilitres, r.support_millilitres)
           for r in per_label)) if w is not None]
     record = {
         "medfss_version": __version__,
@@ -286,7 +291,7 @@ def describe(result: Segmentation) -> list[str]:
     lines = []
     for r in result.per_label:
         support = ", ".join(f"{ml:.1f}" for ml in r.support_millilitres)
-        lines.append(f"label {r.label} ({r.name}): {r.voxels} voxels, {r.millilitres:.1f} mL (support: {support} mL); "
+        lines.append(f"{r.title}: {r.voxels} voxels, {r.millilitres:.1f} mL (support: {support} mL); "
                      f"slices {r.extent[0]}:{r.extent[1]} along axis {settings['axis']}, {how}")
         for (start, stop), *chosen in zip(r.chunks, *r.support_slices):
             lines.append(f"    query slices {start}:{stop} <- support slice {', '.join(map(str, chosen))}")
