@@ -1,7 +1,8 @@
 """Overlay montages that need no decoder: organ names, ground truth, radiological view.
 
-:func:`render_overlay` draws a few slices of a scan with each label's contour
-and returns the picture as an RGBA array (:func:`png_bytes` encodes it).
+:func:`overlay_figure` draws a few slices of a scan with each label's
+contour; :func:`render_overlay` returns that picture as an RGBA array and
+:func:`png_bytes` encodes it.
 
 * Orientation: the volumes are first put in RAS+ voxel order from their
   affine (permutations and flips only), whatever order the file or the model
@@ -25,7 +26,12 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")  # no black: the
 # background is grey
@@ -65,16 +71,16 @@ def pick_slices(layers: list[np.ndarray], n: int = N_SLICES) -> np.ndarray:
     return np.unique(np.linspace(lo, hi, min(n, hi - lo + 1)).round().astype(int))
 
 
-def render_overlay(image: np.ndarray, prediction: np.ndarray, affine: np.ndarray, axis: int,
+def overlay_figure(image: np.ndarray, prediction: np.ndarray, affine: np.ndarray, axis: int,
                    names: Mapping[int, str], truth: np.ndarray | None = None, title: str = "",
-                   n_slices: int = N_SLICES) -> np.ndarray:
-    """The montage as RGBA uint8 [rows, cols, 4] (see the module docstring).
+                   n_slices: int = N_SLICES) -> Figure:
+    """The montage as a matplotlib Figure (see the module docstring).
 
     image, prediction, truth: [X, Y, Z] on one grid (file voxel order), with
     ``affine``; axis: the file's voxel axis the slices are cut along; names:
-    label value -> name, in legend order (values absent from it are not drawn).
+    label value -> name, in legend order (values absent from it are not drawn);
+    up to ``n_slices`` slices, evenly over those holding a label.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global backend change
     from matplotlib.lines import Line2D
 
@@ -88,7 +94,7 @@ def render_overlay(image: np.ndarray, prediction: np.ndarray, affine: np.ndarray
 
     rows = [("prediction", cut(prediction))] + ([("ground truth", cut(truth))] if truth is not None else [])
     grey = cut(image)  # [a, b, D]
-    picks = pick_slices([layer for _, layer in rows])
+    picks = pick_slices([layer for _, layer in rows], n_slices)
     shown = grey[..., picks]
     vmin, vmax = np.percentile(shown, 1), np.percentile(shown, 99)
     sides = side_letters(ras_axis)
@@ -116,7 +122,14 @@ def render_overlay(image: np.ndarray, prediction: np.ndarray, affine: np.ndarray
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8, frameon=False)
     view = f"{VIEW_NAMES[ras_axis]} slices along voxel axis {axis}, radiological view (patient's right on the left)"
     fig.suptitle(f"{title}\n{view}" if title else view, fontsize=8)
-    canvas = FigureCanvasAgg(fig)
+    return fig
+
+
+def render_overlay(*args, **kwargs) -> np.ndarray:
+    """:func:`overlay_figure` (same arguments) drawn as RGBA uint8 [rows, cols, 4]."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(overlay_figure(*args, **kwargs))
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()  # [rows, cols, 4] uint8
 
