@@ -225,6 +225,78 @@ def test_cli_writes_every_output_aligned_with_the_query(scans, checkpoint, tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["o.png", "p.nii.gz", "pred.nii.gz", "s.json"]
 
 
+def test_cli_says_what_was_estimated_and_warns_about_modality_and_new_folders(scans, checkpoint, tmp_path,
+                                                                              capsys):
+    image = nib.load(scans["query"])
+    ct = save(tmp_path, "ct", np.asarray(image.dataobj) * 10 - 1024, image.affine)  # air at -1024: HU
+    out = tmp_path / "new" / "folder"
+    argv = segment_argv({**scans, "query": ct}, checkpoint, out, "--label-names", "liver,spleen",
+                        "--report", str(out / "r.html"), "--summary", str(out / "s.json"))
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "label 1 (liver): " in printed and "estimated from the organ's relative extent in the support scans" \
+        in printed and "<- support slice" in printed
+    assert "query modality CT: Hounsfield units: minimum -1024 < -500 (air)" in printed
+    assert f"medfss: warning: the query {ct} is CT (Hounsfield units: minimum -1024 < -500 (air)) but the model " \
+           "was trained on MR" in printed
+    assert f"created output folder {out} (it did not exist)" in printed
+    summary = json.loads((out / "s.json").read_text())
+    assert summary["settings"]["modality"] == "CT" and summary["inputs"]["model"]["modality"] == "MR"
+    assert any("trained on MR" in w for w in summary["warnings"]) and summary["created_folders"] == [str(out)]
+    assert [c["name"] for c in summary["classes"].values()] == ["liver", "spleen"]
+    report = (out / "r.html").read_text()
+    assert "liver" in report and "spleen" in report and "data:image/png;base64," in report \
+        and "trained on MR" in report
+
+
+def test_segment_help_tells_the_truth(capsys):
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "required for now" not in text and "default: the bundled model (CHAOST2 abdominal MRI" in text
+    assert "--label-names" in text and "--reference" in text and "--report" in text
+
+
+class Everywhere:
+    """Every pixel foreground: only the body mask can keep a label off the air."""
+
+    def predict(self, support_images, support_masks, query_images):
+        return torch.ones_like(query_images)
+
+
+def test_no_label_outside_the_body_and_none_on_an_empty_slice(tmp_path):
+    from medfss.inference import body_mask
+
+    paths, _, affine = known_answer_case(tmp_path, IDENTITY, IDENTITY, blobs=False)
+    query = np.asarray(nib.load(paths["query"]).dataobj).copy()
+    query[..., 10] = 0.0  # an all-zero slice inside the organ's estimated slices (6..14)
+    path = save(tmp_path, "holed", query, affine)
+    result = medfss.segment(path, [(paths["image"], paths["mask"])], [1], predictor=Everywhere(),
+                            largest_component=False, progress=False)
+    body = body_mask(query)  # RAS, slicing axis last: the model's working order
+    assert result.labels.any() and not (result.labels.astype(bool) & ~body).any()
+    assert not result.labels[..., 10].any()
+    # the prediction fills the body on the estimated slices: far more than the support's organ
+    assert any("times the support's" in w for w in result.summary["warnings"])
+
+
+def test_the_overlay_does_not_depend_on_the_models_voxel_order(tmp_path):
+    from matplotlib.image import imread
+
+    paths, truth, affine = known_answer_case(tmp_path, PERMUTED, IDENTITY)
+    reference = save(tmp_path, "truth", truth, affine)
+    drawn = []
+    for order in ("RAS", "LAS", "LPS"):
+        png = tmp_path / f"{order}.png"
+        result = medfss.segment(paths["query"], [(paths["image"], paths["mask"])], [1], predictor=Threshold(),
+                                orientation=order, label_names=["organ"], reference=reference, overlay=png,
+                                progress=False)
+        np.testing.assert_array_equal(result.labels, truth)
+        drawn.append(imread(png))
+    np.testing.assert_array_equal(drawn[0], drawn[1])
+    np.testing.assert_array_equal(drawn[0], drawn[2])
+
+
 def test_evaluate_accepts_the_extent_option():
     args = build_parser().parse_args(["evaluate", "--model", "copy-support", "--dataset", "CHAOST2",
                                       "--out", "x", "--extent", "estimated"])
@@ -259,6 +331,11 @@ BAD_INPUTS = {
                                 "weights do not fit the 'alpnet' model"),
     "bad orientation": (lambda s, t: None, ["--orientation", "XYZ"], "must be three axis codes"),
     "bad range": (lambda s, t: None, ["--query-range", "10:99"], "query range 10:99 must satisfy"),
+    "all-zero query": (lambda s, t: {"query": save(t, "zero", np.zeros((40, 36, 16), np.float32), np.eye(4))}, [],
+                       "zero.nii.gz: every voxel is 0 (an empty scan)"),
+    "constant support": (lambda s, t: {"image": save(t, "flat", np.full((40, 36, 14), 3.0, np.float32),
+                                                     np.diag([1.25, 1.25, 7.7, 1.0]))}, [],
+                         "flat.nii.gz: every voxel equals 3 (a constant scan)"),
 }
 if not torch.cuda.is_available():
     BAD_INPUTS["no GPU"] = (lambda s, t: None, ["--device", "cuda"], "no CUDA GPU is available")

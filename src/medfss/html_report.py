@@ -16,7 +16,7 @@ def segmentation_report(summary: dict, png: bytes | None) -> str:
     settings, inputs = summary["settings"], summary["inputs"]
     rows = "".join(
         f"<tr><td>{escape(c['name'])}</td><td>{escape(value)}</td><td>{c['voxels']}</td>"
-        f"<td>{c['millilitres']:.1f}</td><td>{c['support_millilitres']:.1f}</td>"
+        f"<td>{c['millilitres']:.1f}</td><td>{', '.join(f'{ml:.1f}' for ml in c['support_millilitres'])}</td>"
         f"<td>{c['extent'][0]}:{c['extent'][1]} ({escape(settings['extent'])})</td></tr>"
         for value, c in summary["classes"].items())
     warnings = "".join(f"<li>{escape(w)}</li>" for w in summary["warnings"]) or "<li>none</li>"
