@@ -261,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--extent", choices=("gt", "estimated"), default="gt",
                     help="query slices predicted: the class extent of the query's ground truth (gt, the "
-                         "literature's protocol) or estimated from the support's relative extent, as "
-                         "'medfss segment' does (estimated); the whole volume is scored either way")
+                         "literature's protocol, raw prediction) or estimated from the support's relative "
+                         "extent and post-processed as 'medfss segment' does: body mask, largest component "
+                         "(estimated); the whole volume is scored either way")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", required=True, type=Path, help="folder for results.json")
     ev.add_argument("--label", default=None, help="row name in reports (default: the model name)")
