@@ -519,6 +519,21 @@ def test_estimated_extent_is_scored_over_the_whole_volume():
     assert dice_of(volumes, SupportBox(), "estimated") == [pytest.approx(100 * 2 * 9 / (9 + 15))]
 
 
+def test_evaluate_draws_each_scored_prediction_over_its_truth(tmp_path):
+    from medfss.overlay import evaluation_drawer
+
+    volumes = {"s": toy("s", 20, (2, 11)), "q": toy("q", 30, (6, 14))}
+    seen = []
+    config = ProtocolConfig(dataset="TOY", folds=(0,), extent="estimated")
+    evaluate(ToyDataset(volumes), lambda fold, name: SupportBox(), config, progress=False,
+             draw=lambda fold, index, name: lambda query, prediction, truth: seen.append(
+                 (fold, index, name, query.case_id, prediction.sum(), truth.sum())))
+    assert seen == [(0, 0, "organ", "q", 15 * 100, 9 * 100)]  # the estimated slices 3..17, the truth 6..14
+    evaluate(ToyDataset(volumes), lambda fold, name: SupportBox(), config, progress=False,
+             draw=evaluation_drawer(tmp_path / "drawn"))
+    assert [p.name for p in (tmp_path / "drawn").iterdir()] == ["fold0_support0_organ_queryq.png"]
+
+
 def test_extent_must_be_gt_or_estimated():
     with pytest.raises(ValueError, match="extent must be 'gt'"):
         ProtocolConfig(dataset="TOY", extent="oracle")

@@ -90,8 +90,13 @@ def cmd_evaluate(args) -> int:
     )
     announce_new_folder(args.out)
     predictor_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device)
+    draw = None
+    if args.overlays is not None:
+        from medfss.overlay import evaluation_drawer
+
+        draw = evaluation_drawer(args.overlays)
     result = evaluate(dataset, predictor_for, config, model_name=args.model,
-                      progress=not args.quiet)
+                      progress=not args.quiet, draw=draw)
     print(result.format_table())
     record = {"label": args.label or args.model, **result.to_json(), "provenance": provenance()}
     if args.checkpoint is not None:
@@ -267,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", required=True, type=Path, help="folder for results.json")
     ev.add_argument("--label", default=None, help="row name in reports (default: the model name)")
+    ev.add_argument("--overlays", type=Path, default=None, metavar="DIR",
+                    help="also draw every scored prediction with its ground truth under it, one PNG per "
+                         "fold, support, class and query (DIR/fold0_support1_liver_query2.png)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
 

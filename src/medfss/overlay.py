@@ -24,7 +24,9 @@ Shapes: [X, Y, Z] volumes in their file's voxel order with a [4, 4] affine.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -132,6 +134,26 @@ def render_overlay(*args, **kwargs) -> np.ndarray:
     canvas = FigureCanvasAgg(overlay_figure(*args, **kwargs))
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()  # [rows, cols, 4] uint8
+
+
+def evaluation_drawer(folder: str | os.PathLike) -> Callable[[int, int, str], Callable]:
+    """For ``medfss evaluate --overlays``: per run, a drawer writing ``folder/fold{f}_support{i}_{class}_query{id}.png``.
+
+    Each picture is one class's prediction with the ground truth under it, on
+    the query as the protocol reads it (its file's voxel order and affine).
+    """
+    from medfss.data.io import write_atomic
+
+    def for_run(fold: int, support_index: int, class_name: str) -> Callable:
+        def draw(query, prediction: np.ndarray, truth: np.ndarray) -> None:
+            rgba = render_overlay(query.image, prediction.astype(np.uint8), query.affine, 2, {1: class_name},
+                                  truth=truth.astype(np.uint8), title=f"{query.case_id}, fold {fold}, support "
+                                  f"index {support_index}")
+            path = Path(folder) / f"fold{fold}_support{support_index}_{class_name}_query{query.case_id}.png"
+            write_atomic(path, lambda tmp: Path(tmp).write_bytes(png_bytes(rgba)), suffix=".png")
+        return draw
+
+    return for_run
 
 
 def png_bytes(rgba: np.ndarray) -> bytes:

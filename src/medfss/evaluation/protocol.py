@@ -263,8 +263,11 @@ class EvaluationResult:
         return "\n".join(lines)
 
 
+Drawer = Callable[[Volume, np.ndarray, np.ndarray], None]  # (query, prediction, truth), both [H, W, D] bool
+
+
 def score_queries(predictor: Predictor, supports: Sequence[Volume], queries: Sequence[Volume],
-                  class_index: int, config: ProtocolConfig) -> Iterator[QueryResult]:
+                  class_index: int, config: ProtocolConfig, draw: Drawer | None = None) -> Iterator[QueryResult]:
     """Predict and score ``class_index`` on each query volume that contains it.
 
     The prediction is :func:`medfss.inference.predict_volume` on a chunk-rule
@@ -273,6 +276,7 @@ def score_queries(predictor: Predictor, supports: Sequence[Volume], queries: Seq
     the score is that of the tool's output; with ``"gt"`` it is not, as in
     the literature. A query volume without the class is skipped under either
     ``extent`` (it has no Dice; its absence shows in the run's query list).
+    ``draw``, when given, sees every scored prediction with its ground truth.
     """
     support_scans = [SupportScan(s.image, s.label == class_index) for s in supports]
     for support, scan in zip(supports, support_scans):
@@ -292,18 +296,22 @@ def score_queries(predictor: Predictor, supports: Sequence[Volume], queries: Seq
         probabilities = predict_volume(predictor, query.image, plan, body=body)  # [H, W, n]
         mask = foreground(probabilities, config.threshold, config.largest_component)
         prediction = full_volume(mask, plan, query.num_slices)  # [H, W, D]
+        if draw is not None:
+            draw(query, prediction, truth)
         yield QueryResult(query.case_id, segmentation_scores(prediction, truth, query.spacing))
 
 
 def evaluate(dataset: Dataset, predictor_for: Callable[[int, str], Predictor], config: ProtocolConfig,
-             progress: bool = True, *, model_name: str = "unnamed") -> EvaluationResult:
+             progress: bool = True, *, model_name: str = "unnamed",
+             draw: Callable[[int, int, str], Drawer] | None = None) -> EvaluationResult:
     """Run the protocol of ``config`` on ``dataset``.
 
     predictor_for(fold, class_name) returns the predictor for that fold's test
     volumes and class: trained models have one checkpoint per fold (and in
     setting 2 one per test group, trained without its slices); the baselines
     ignore both. Each fold's test volumes are loaded once and shared by its
-    support choices and classes.
+    support choices and classes. ``draw(fold, support_index, class_name)``,
+    when given, returns the :data:`Drawer` of that run (``medfss evaluate --overlays``).
     """
     config = config.resolved(dataset.spec)
     fold_cases = {f: dataset.fold_case_ids(f) for f in config.folds}
@@ -328,8 +336,9 @@ def evaluate(dataset: Dataset, predictor_for: Callable[[int, str], Predictor], c
                                         f"{type(predictor).__name__}, which has no "
                                         "predict(support_images, support_masks, query_images)")
                     results = []
+                    drawer = draw(fold, support_index, class_name) if draw is not None else None
                     for result in score_queries(predictor, supports, queries,
-                                                dataset.spec.class_index(class_name), config):
+                                                dataset.spec.class_index(class_name), config, drawer):
                         results.append(result)
                         bar.update()
                     runs.append(RunResult(fold, support_index, support_ids, class_name, tuple(results)))
