@@ -71,7 +71,7 @@ import numpy as np
 from medfss import __version__
 from medfss.errors import ConfigError, InputFileError, LabelMapError
 from medfss.label_names import label_names as find_label_names
-from medfss.modality import decide_modality, model_modality, modality_warning
+from medfss.modality import ModalityDecision, decide_modality, model_modality, modality_warning
 from medfss.plausibility import volume_warning
 
 if TYPE_CHECKING:
@@ -239,12 +239,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
         millilitres=float(counts[plan.label]) * voxel_ml,
         support_millilitres=support_ml[plan.label]) for plan in plans)
     known = model_modality(model_info.get("dataset"))
-    warnings = [w for w in (
-        modality_warning(query_modality, known, f"the query {query}"),
-        *(f"support {i} is {used}, the query {volume.modality}: intensities will not match"
-          for (i, _), used in zip(pairs, support_modalities) if used != volume.modality),
-        *(volume_warning(r.title, r.millilitres, r.support_millilitres)
-          for r in per_label)) if w is not None]
+    warnings = _warnings(query, query_modality, known, pairs, support_modalities, per_label)
     record = {
         "medfss_version": __version__,
         "inputs": {"query": str(query), "query_shape": list(geometry["shape"]),
@@ -281,6 +276,17 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     result = Segmentation(labels_out, geometry["affine"], probs_out, per_label, record)
     _write_outputs(result, geometry["header"], outputs, png)
     return result
+
+
+def _warnings(query: PathLike, query_modality: ModalityDecision, model_knows: str,
+              pairs: Sequence[tuple[Path, Path]], support_modalities: Sequence[str],
+              per_label: Sequence[LabelResult]) -> list[str]:
+    """What the user must hear about a run: modality mismatches, implausible volumes."""
+    found = [modality_warning(query_modality, model_knows, f"the query {query}"),
+             *(f"support {image} is {used}, the query {query_modality.modality}: intensities will not match"
+               for (image, _), used in zip(pairs, support_modalities) if used != query_modality.modality),
+             *(volume_warning(r.title, r.millilitres, r.support_millilitres) for r in per_label)]
+    return [w for w in found if w is not None]
 
 
 def describe(result: Segmentation) -> list[str]:
