@@ -11,12 +11,12 @@ superpixel pseudolabels of self-supervised training find it
 threshold at t = min + f (p99 - min) of the *volume* with f = 0.04, largest
 2D component, holes filled. The settings are
 :class:`~medfss.data.superpixels.SuperpixelParams`' defaults, not tuned on any
-score: they are the definition of "inside" with which the bundled and CPU
-models were trained, whose pseudolabels (hence every foreground they learned)
-lie inside this mask. The threshold is a fixed fraction of the intensity
+score (fold 0's included): they are the definition of "inside" with which
+the self-supervised models (the bundled one among them) were trained, whose
+pseudolabels, hence every foreground they learned, lie inside this mask. The threshold is a fixed fraction of the intensity
 range, so it is the same on the raw and on the z-scored volume (an affine
 map moves min and p99 with it); on CT, normalised after clipping to
-[-125, 275] HU, it lies at -109 HU: air and lung (at the window floor) are
+[-125, 275] HU, it lies at -109 HU when bone reaches the window's top: air and lung (at the window floor) are
 outside unless enclosed by the body, fat and soft tissue inside. Holes are
 filled, so enclosed air (bowel gas, lungs inside the chest wall) counts as
 body: the mask removes predictions in the air around the patient and on
