@@ -20,11 +20,31 @@ def test_data_summary_lists_every_volume_with_class_ranges(data_root, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["data", "summary", "NOPE"], "unknown data set 'NOPE'"),
     (["data", "summary", "CHAOST2", "--data-root", "/nonexistent"], "data set folder not found"),
+    (["data", "summary", "/nonexistent/Dataset042_Liver"], "/nonexistent/Dataset042_Liver: folder not found"),
+    (["evaluate", "--model", "copy-support", "--dataset", "./Dataset042_Liver", "--out", "x"],
+     "./Dataset042_Liver: folder not found"),
 ])
 def test_user_mistakes_exit_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_folder_without_dataset_json_is_named_as_such(tmp_path, capsys):
+    assert main(["data", "summary", str(tmp_path)]) == 2
+    assert f"{tmp_path}: no dataset.json in this folder (not an nnU-Net raw data set)" in capsys.readouterr().err
+
+
+def test_the_training_fold_warning_is_exact():
+    from medfss.data.datasets import CHAOST2
+    from medfss.evaluation.predictors import training_fold_warning
+
+    info = {"dataset": "CHAOST2", "fold": 0}
+    assert training_fold_warning("model.pt", info, CHAOST2, 0) is None  # fold 0 was held out: never seen
+    assert training_fold_warning("model.pt", {"dataset": "SABS", "fold": 0}, CHAOST2, 3) is None  # other data
+    assert training_fold_warning("model.pt", info, CHAOST2, 2) == (
+        "checkpoint model.pt was trained on CHAOST2 with fold 0 held out: on fold 2 it is tested on its own "
+        "training volumes (use one checkpoint per fold: '{fold}' in the path)")
 
 
 @pytest.mark.realdata
@@ -35,6 +55,7 @@ def test_evaluate_writes_results_and_report(data_root, tmp_path, capsys):
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "liver" in table and "mean" in table
+    assert f"medfss: creating output folder {out} (it did not exist)" in table
     data = json.loads((out / "results.json").read_text())
     assert {"model", "dataset", "setting", "shots", "mean_dice", "protocol", "provenance"} <= set(data)
     assert data["protocol"]["folds"] == [0] and data["dataset"] == "CHAOST2"

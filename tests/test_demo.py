@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -62,7 +63,12 @@ def test_demo_on_chaost2_with_the_bundled_model_beats_the_floor(data_root, tmp_p
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     dice = {k: v["dice"] for k, v in summary["demo"]["scores"].items()}
     assert dice["liver"] > 55 and min(dice.values()) > 15 and np.mean(list(dice.values())) > 30, dice
-    assert "CHAOST2 patient 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "CHAOST2 patient 2" in out
+    assert "label 1 (liver): " in out and "estimated from the organ's relative extent" in out  # what was estimated
+    card = summary["demo"]["model_card_dice"]
+    assert set(card) == {*CHAOST2_ORGANS.values(), "mean"} and "card Dice" in out  # the card's figures beside
+    assert f"{card['mean']:11.2f}" in out
 
 
 def test_bundled_model_is_small_safe_to_load_and_documented():
@@ -79,3 +85,24 @@ def test_bundled_model_is_small_safe_to_load_and_documented():
     card = MODEL_CARD.read_text()
     for needed in ("CC BY-SA 4.0", "no manual label", "medfss evaluate", "git ", "--extent estimated"):
         assert needed in card, needed
+
+
+def test_the_card_generator_writes_the_modality_line_of_the_bundled_card(checkpoint, tmp_path):
+    """The bundled card was edited by hand for its modality line (the model cannot be retrained here):
+    the generator must write the same line, and the demo reads the card's scores back."""
+    import shutil
+
+    from medfss.checkpoints import record_training
+    from medfss.weights import MODEL_CARD
+    from medfss.weights.bundle import card_scores, model_card
+
+    shutil.copyfile(checkpoint, tmp_path / "model.pt")  # an alpnet trained on CHAOST2 (the config default)
+    record_training(tmp_path, 800, 330.0, resumed=False)
+    results_file = Path(__file__).parents[1] / "results/default_model/CHAOST2-setting1-extent-estimated/results.json"
+    results = json.loads(results_file.read_text())
+    card = model_card(tmp_path, [results], 1000)
+    line = next(t for t in card.splitlines() if t.startswith("- Modality:"))
+    assert line.startswith("- Modality: MR (that of its training data set, CHAOST2)")
+    assert line in MODEL_CARD.read_text().splitlines()
+    assert card_scores(card)["estimated"]["mean"] == round(results["mean_dice"], 2)
+    assert set(card_scores(MODEL_CARD.read_text())) == {"gt", "estimated"}

@@ -34,7 +34,10 @@ BOX = (slice(4, 10), slice(3, 15))  # an off-centre organ: a flip or a transpose
 
 
 def scene(depth: int, organ: tuple[int, int], blobs: bool = False):
-    """Canonical (image, label): organ on slices organ[0]..organ[1]; image = 10 + 100 * bright.
+    """Canonical (image, label): organ on slices organ[0]..organ[1]; image = 10 + 100 * bright in a body.
+
+    The body (everything but a one-voxel frame of air at 0) holds the organ
+    and the bait, so the body mask keeps them all.
 
     ``blobs`` adds two bright false-positive bait that are not in the label: a
     small one inside the organ's slices but apart from it (the largest-component
@@ -46,7 +49,9 @@ def scene(depth: int, organ: tuple[int, int], blobs: bool = False):
     if blobs:
         bright[18:20, 16:18, (organ[0] + organ[1]) // 2] = True
         bright[18:22, 2:6, depth - 1] = True
-    return (10.0 + 100.0 * bright).astype(np.float32), label
+    image = 10.0 + 100.0 * bright
+    image[[0, -1]] = image[:, [0, -1]] = 0.0  # air around the body
+    return image.astype(np.float32), label
 
 
 def reorient(array: np.ndarray, ornt, canonical_affine=np.diag([*SPACING, 1.0])) -> tuple[np.ndarray, np.ndarray]:
@@ -219,6 +224,78 @@ def test_cli_writes_every_output_aligned_with_the_query(scans, checkpoint, tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["o.png", "p.nii.gz", "pred.nii.gz", "s.json"]
 
 
+def test_cli_says_what_was_estimated_and_warns_about_modality_and_new_folders(scans, checkpoint, tmp_path,
+                                                                              capsys):
+    image = nib.load(scans["query"])
+    ct = save(tmp_path, "ct", np.asarray(image.dataobj) * 10 - 1024, image.affine)  # air at -1024: HU
+    out = tmp_path / "new" / "folder"
+    argv = segment_argv({**scans, "query": ct}, checkpoint, out, "--label-names", "liver,spleen",
+                        "--report", str(out / "r.html"), "--summary", str(out / "s.json"))
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "label 1 (liver): " in printed and "estimated from the organ's relative extent in the support scans" \
+        in printed and "<- support slice" in printed
+    assert "query modality CT: Hounsfield units: minimum -1024 < -500 (air)" in printed
+    assert f"medfss: warning: the query {ct} is CT (Hounsfield units: minimum -1024 < -500 (air)) but the model " \
+           "was trained on MR" in printed
+    assert f"created output folder {out} (it did not exist)" in printed
+    summary = json.loads((out / "s.json").read_text())
+    assert summary["settings"]["modality"] == "CT" and summary["inputs"]["model"]["modality"] == "MR"
+    assert any("trained on MR" in w for w in summary["warnings"]) and summary["created_folders"] == [str(out)]
+    assert [c["name"] for c in summary["classes"].values()] == ["liver", "spleen"]
+    report = (out / "r.html").read_text()
+    assert "liver" in report and "spleen" in report and "data:image/png;base64," in report \
+        and "trained on MR" in report
+
+
+def test_segment_help_tells_the_truth(capsys):
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "required for now" not in text and "default: the bundled model (CHAOST2 abdominal MRI" in text
+    assert "--label-names" in text and "--reference" in text and "--report" in text
+
+
+class Everywhere:
+    """Every pixel foreground: only the body mask can keep a label off the air."""
+
+    def predict(self, support_images, support_masks, query_images):
+        return torch.ones_like(query_images)
+
+
+def test_no_label_outside_the_body_and_none_on_an_empty_slice(tmp_path):
+    from medfss.inference import body_mask
+
+    paths, _, affine = known_answer_case(tmp_path, IDENTITY, IDENTITY, blobs=False)
+    query = np.asarray(nib.load(paths["query"]).dataobj).copy()
+    query[..., 10] = 0.0  # an all-zero slice inside the organ's estimated slices (6..14)
+    path = save(tmp_path, "holed", query, affine)
+    result = medfss.segment(path, [(paths["image"], paths["mask"])], [1], predictor=Everywhere(),
+                            largest_component=False, progress=False)
+    body = body_mask(query)  # RAS, slicing axis last: the model's working order
+    assert result.labels.any() and not (result.labels.astype(bool) & ~body).any()
+    assert not result.labels[..., 10].any()
+    # the prediction fills the body on the estimated slices: far more than the support's organ
+    assert any("times the support's" in w for w in result.summary["warnings"])
+
+
+def test_the_overlay_does_not_depend_on_the_models_voxel_order(tmp_path):
+    from matplotlib.image import imread
+
+    paths, truth, affine = known_answer_case(tmp_path, PERMUTED, IDENTITY)
+    reference = save(tmp_path, "truth", truth, affine)
+    drawn = []
+    for order in ("RAS", "LAS", "LPS"):
+        png = tmp_path / f"{order}.png"
+        result = medfss.segment(paths["query"], [(paths["image"], paths["mask"])], [1], predictor=Threshold(),
+                                orientation=order, label_names=["organ"], reference=reference, overlay=png,
+                                progress=False)
+        np.testing.assert_array_equal(result.labels, truth)
+        drawn.append(imread(png))
+    np.testing.assert_array_equal(drawn[0], drawn[1])
+    np.testing.assert_array_equal(drawn[0], drawn[2])
+
+
 def test_evaluate_accepts_the_extent_option():
     args = build_parser().parse_args(["evaluate", "--model", "copy-support", "--dataset", "CHAOST2",
                                       "--out", "x", "--extent", "estimated"])
@@ -253,6 +330,11 @@ BAD_INPUTS = {
                                 "weights do not fit the 'alpnet' model"),
     "bad orientation": (lambda s, t: None, ["--orientation", "XYZ"], "must be three axis codes"),
     "bad range": (lambda s, t: None, ["--query-range", "10:99"], "query range 10:99 must satisfy"),
+    "all-zero query": (lambda s, t: {"query": save(t, "zero", np.zeros((40, 36, 16), np.float32), np.eye(4))}, [],
+                       "zero.nii.gz: every voxel is 0 (an empty scan)"),
+    "constant support": (lambda s, t: {"image": save(t, "flat", np.full((40, 36, 14), 3.0, np.float32),
+                                                     np.diag([1.25, 1.25, 7.7, 1.0]))}, [],
+                         "flat.nii.gz: every voxel equals 3 (a constant scan)"),
 }
 if not torch.cuda.is_available():
     BAD_INPUTS["no GPU"] = (lambda s, t: None, ["--device", "cuda"], "no CUDA GPU is available")
@@ -379,10 +461,12 @@ TOY = DatasetSpec(name="TOY", folder="TOY", modality="MR", classes={1: "organ"},
 
 
 def toy(case_id: str, depth: int, extent: tuple[int, int]) -> Volume:
-    """A 10 x 10 box organ on slices extent[0]..extent[1] of ``depth``; image = label."""
+    """A 10 x 10 box organ on slices extent[0]..extent[1] of ``depth``; image = 1 + label in a body, 0 in the air."""
     label = np.zeros((16, 16, depth), dtype=np.int64)
     label[3:13, 3:13, extent[0]:extent[1] + 1] = 1
-    return Volume(case_id, label.astype(np.float32), label, (1.0, 1.0, 5.0), np.eye(4), Path(case_id), Path(case_id))
+    image = np.zeros(label.shape, dtype=np.float32)
+    image[1:-1, 1:-1] = 1.0 + label[1:-1, 1:-1]  # a one-voxel frame of air around the body
+    return Volume(case_id, image, label, (1.0, 1.0, 5.0), np.eye(4), Path(case_id), Path(case_id))
 
 
 class ToyDataset:
@@ -400,7 +484,7 @@ class ToyDataset:
 
 class ImageOracle:
     def predict(self, support_images, support_masks, query_images):
-        return (query_images > 0.5).float()
+        return (query_images > 1.5).float()
 
 
 class SupportBox:
@@ -427,6 +511,21 @@ def test_estimated_extent_is_scored_over_the_whole_volume():
     volumes = {"s": toy("s", 20, (2, 11)), "q": toy("q", 30, (6, 14))}
     assert dice_of(volumes, SupportBox(), "gt") == [100]
     assert dice_of(volumes, SupportBox(), "estimated") == [pytest.approx(100 * 2 * 9 / (9 + 15))]
+
+
+def test_evaluate_draws_each_scored_prediction_over_its_truth(tmp_path):
+    from medfss.overlay import evaluation_drawer
+
+    volumes = {"s": toy("s", 20, (2, 11)), "q": toy("q", 30, (6, 14))}
+    seen = []
+    config = ProtocolConfig(dataset="TOY", folds=(0,), extent="estimated")
+    evaluate(ToyDataset(volumes), lambda fold, name: SupportBox(), config, progress=False,
+             draw=lambda fold, index, name: lambda query, prediction, truth: seen.append(
+                 (fold, index, name, query.case_id, prediction.sum(), truth.sum())))
+    assert seen == [(0, 0, "organ", "q", 15 * 100, 9 * 100)]  # the estimated slices 3..17, the truth 6..14
+    evaluate(ToyDataset(volumes), lambda fold, name: SupportBox(), config, progress=False,
+             draw=evaluation_drawer(tmp_path / "drawn"))
+    assert [p.name for p in (tmp_path / "drawn").iterdir()] == ["fold0_support0_organ_queryq.png"]
 
 
 def test_extent_must_be_gt_or_estimated():

@@ -208,3 +208,13 @@ def test_many_volumes_with_dataset_name(tmp_path):
     out = superpixels_for_volumes(volumes, SuperpixelConfig(), tmp_path / "c", dataset="PH", progress=False)
     assert [o.shape for o in out] == [(48, 48, 2)] * 2
     assert sorted(p.name.split("_sp-")[0] for p in (tmp_path / "c").glob("*.npz")) == ["PH_0", "PH_1"]
+
+
+def test_the_uncached_pass_is_announced_once(tmp_path, capsys):
+    volumes = [phantom_volume(tmp_path / "in", shape=(48, 48, 2), case_id=str(i)) for i in range(2)]
+    superpixels_for_volumes(volumes[:1], SuperpixelConfig(), tmp_path / "c", dataset="PH", progress=False)
+    superpixels_for_volumes(volumes, SuperpixelConfig(), tmp_path / "c", dataset="PH")
+    assert "computing the superpixel pseudolabels of 1 of 2 training volumes before training starts" \
+        in capsys.readouterr().err
+    superpixels_for_volumes(volumes, SuperpixelConfig(), tmp_path / "c", dataset="PH")  # all cached: silent
+    assert "computing" not in capsys.readouterr().err

@@ -177,7 +177,8 @@ def load_predictor(path: str | os.PathLike, *, device: str | torch.device = "aut
     ``model_name``: when given, the checkpoint must hold that model (a
     :class:`ConfigError` otherwise). The description holds the checkpoint,
     model name and options, image size, the training voxel order
-    (``slice_orientation``) and the device.
+    (``slice_orientation``), the device, and the training data set and its
+    held-out ``fold``.
     """
     torch_device = resolve_device(device)
     data = read_checkpoint(path)
@@ -188,7 +189,8 @@ def load_predictor(path: str | os.PathLike, *, device: str | torch.device = "aut
                                   device=torch_device)
     return predictor, {"checkpoint": str(path), "name": config.model.name,
                        "options": dict(config.model.options), "image_size": config.data.image_size,
-                       "slice_orientation": data.get("slice_orientation"), "device": str(torch_device)}
+                       "slice_orientation": data.get("slice_orientation"), "device": str(torch_device),
+                       "dataset": config.data.dataset, "fold": config.data.fold}
 
 
 # --- the training record ---------------------------------------------------------------------

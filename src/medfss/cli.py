@@ -23,6 +23,12 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def announce_new_folder(folder: Path) -> None:
+    """Say that ``folder`` does not exist and will be created (outputs never appear silently)."""
+    if not folder.exists():
+        print(f"medfss: creating output folder {folder} (it did not exist)")
+
+
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", type=Path, default=None,
                         help="folder holding the data sets (default: $MEDFSS_DATA_ROOT or ../shared/data)")
@@ -142,12 +148,18 @@ def cmd_evaluate(args) -> int:
         seed=args.seed,
         extent=args.extent,
     )
+    announce_new_folder(args.out)
     registration = _registration_predictor(args) if args.model == "registration" else None
     guide = _guide(args) if args.guidance == "registration" else None
     predictor_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device,
                                       registration=registration, guide=guide)
+    draw = None
+    if args.overlays is not None:
+        from medfss.overlay import evaluation_drawer
+
+        draw = evaluation_drawer(args.overlays)
     result = evaluate(dataset, predictor_for, config, model_name=args.model,
-                      progress=not args.quiet)
+                      progress=not args.quiet, draw=draw)
     print(result.format_table())
     record = {"label": args.label or args.model, **result.to_json(), "provenance": provenance()}
     if registration is not None:
@@ -275,7 +287,8 @@ def _spacing_arg(text: str) -> float | str:
 
 
 def cmd_segment(args) -> int:
-    from medfss.scan_segmentation import segment
+    from medfss.label_names import parse_names
+    from medfss.scan_segmentation import describe, segment
 
     if len(args.support_image) != len(args.support_mask):
         raise ConfigError(f"give one --support-mask per --support-image, got {len(args.support_image)} "
@@ -290,18 +303,18 @@ def cmd_segment(args) -> int:
                      checkpoint=args.checkpoint, predictor=predictor, guide=guide, axis=args.axis, query_range=args.query_range,
                      orientation=args.orientation, modality=args.modality, largest_component=args.largest_component,
                      threshold=args.threshold, device=args.device, batch_size=args.batch_size,
-                     out=args.out, probabilities=args.probabilities, overlay=args.overlay,
-                     summary=args.summary, progress=not args.quiet)
+                     label_names=parse_names(args.label_names) if args.label_names else None,
+                     reference=args.reference, out=args.out, probabilities=args.probabilities,
+                     overlay=args.overlay, summary=args.summary, report=args.report, progress=not args.quiet)
+    print("\n".join(describe(result)))
     for r in result.per_label:
-        print(f"label {r.label}: {r.voxels} voxels, {r.millilitres:.1f} mL "
-              f"(slices {r.extent[0]}:{r.extent[1]} along axis {result.summary['settings']['axis']})")
         notes = result.summary["classes"][str(r.label)].get("guidance", {})
         for failure in notes.get("failures", []):
-            print(f"  registration not trusted for a support: {failure}")
+            print(f"{r.title}: registration not trusted for a support: {failure}")
         if notes.get("fallback"):
-            print(f"  label {r.label}: every registration failed; the network alone on the slices estimated "
-                  "from the support's relative position")
-    print(f"wrote {args.out}")
+            print(f"{r.title}: every registration failed; the network alone on the slices estimated from the "
+                  "support's relative position")
+    print(f"wrote {', '.join(result.summary['outputs'].values())}")
     return 0
 
 
@@ -343,13 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--extent", choices=("gt", "estimated"), default="gt",
                     help="query slices predicted: the class extent of the query's ground truth (gt, the "
-                         "literature's protocol) or estimated from the support's relative extent, as "
-                         "'medfss segment' does (estimated); the whole volume is scored either way")
+                         "literature's protocol, raw prediction) or estimated from the support's relative "
+                         "extent and post-processed as 'medfss segment' does: body mask, largest component "
+                         "(estimated); the whole volume is scored either way")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", required=True, type=Path, help="folder for results.json")
     ev.add_argument("--label", default=None, help="row name in reports (default: the model name)")
     _add_registration_args(ev)
     _add_guidance_args(ev, default="position")
+    ev.add_argument("--overlays", type=Path, default=None, metavar="DIR",
+                    help="also draw every scored prediction with its ground truth under it, one PNG per "
+                         "fold, support, class and query (DIR/fold0_support1_liver_query2.png)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -385,8 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "give one multi-label output holding those values (0 = background; where labels "
                     "compete, the most probable wins). The output has the query's shape, affine and header "
                     "(uint8). Slices are cut along --axis (default: the largest spacing); the organ's "
-                    "slices are estimated from its relative position in the support scans, and only its "
-                    "largest 3D connected component is kept unless --no-largest-component.")
+                    "slices are estimated from its relative position in the support scans, no label is "
+                    "predicted outside the body (an intensity mask of the patient), and only its "
+                    "largest 3D connected component is kept unless --no-largest-component. Constant (e.g. "
+                    "all-zero) scans are refused; implausible volumes (outside 1/3 to 3 times the support's) "
+                    "and modality mismatches are warned about.")
     seg.add_argument("--query", required=True, type=Path, help="the scan to segment (3D NIfTI)")
     seg.add_argument("--support-image", required=True, action="append", type=Path,
                      help="a labelled scan; repeat for several supports (k-shot)")
@@ -395,10 +415,21 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--label", required=True, type=_int_list,
                      help="label value(s) of the support masks to segment, comma-separated, e.g. 1,2")
     seg.add_argument("--out", required=True, type=Path, help="the label NIfTI to write (.nii.gz)")
-    seg.add_argument("--checkpoint", type=Path, default=None, help="a trained model (model.pt); required for now")
+    seg.add_argument("--checkpoint", type=Path, default=None,
+                     help="a trained model (model.pt); default: the bundled model (CHAOST2 abdominal MRI, "
+                          "see its card src/medfss/weights/alpnet_chaost2.md)")
+    seg.add_argument("--label-names", default=None, metavar="NAME,NAME,...",
+                     help="one name per --label for the overlay, printout and summary (default: from a "
+                          "dataset.json or dataset_card.json beside the support mask, else 'label N')")
+    seg.add_argument("--reference", type=Path, default=None,
+                     help="the query's ground-truth labels when known: drawn under the prediction in the "
+                          "overlay, never used to predict")
+    seg.add_argument("--report", type=Path, default=None,
+                     help="also write a one-file HTML report (overlay, per-label volumes, warnings)")
     seg.add_argument("--probabilities", type=Path, default=None,
                      help="also write the float32 foreground probabilities (one volume per label: 4D if several)")
-    seg.add_argument("--overlay", type=Path, default=None, help="also write a PNG montage with contours")
+    seg.add_argument("--overlay", type=Path, default=None,
+                     help="also write a PNG montage with named contours (radiological view)")
     seg.add_argument("--summary", type=Path, default=None,
                      help="also write a JSON summary: voxels and mL per label, slices used, runtime, inputs")
     seg.add_argument("--axis", type=int, choices=(0, 1, 2), default=None,
@@ -411,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "checkpoint, that of its training volumes; RAS if none)")
     seg.add_argument("--modality", choices=("auto", "MR", "CT"), default="auto",
                      help="intensity normalisation: MR z-score, CT window [-125, 275] HU then z-score; auto: "
-                          "CT when the minimum is below -500")
+                          "the modality medfss prepare recorded (dataset_card.json beside the scan), else CT "
+                          "when the minimum is below -500 (HU), else MR. A warning is printed when it "
+                          "differs from the model's")
     seg.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=True,
                      help="keep only the largest 3D connected component of each label (default: on)")
     seg.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold")

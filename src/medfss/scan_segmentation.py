@@ -10,7 +10,10 @@ What happens, for each requested label (all labels use the same supports):
    RAS+ if it records none; called "canonical" below) by permutations and
    flips only (:mod:`medfss.data.preprocess`); intensities are normalised as in
    training (MR: z-score per volume; CT: clipped to [-125, 275] HU, then
-   z-scored).
+   z-scored). The modality is decided per scan by :mod:`medfss.modality`
+   (given, ``medfss prepare``'s card, or Hounsfield units), and a scan whose
+   modality differs from the model's is warned about. A constant scan (all
+   zero, say) is refused (:func:`medfss.inference.check_informative`).
 2. Slices are cut along one axis of the query (``axis``, a voxel axis of the
    query file; default the through-plane axis, the one with the largest
    spacing); the supports are cut along the same anatomical direction.
@@ -24,15 +27,21 @@ What happens, for each requested label (all labels use the same supports):
    (:func:`medfss.inference.chunk_plan`). Query slices outside the estimated
    extent are background. Steps 3 and 4 are :mod:`medfss.inference`, the
    path ``medfss evaluate --extent estimated`` scores.
-4. The label's foreground is ``probability > threshold``; by default only its
-   largest 3D connected component (26-connectivity) is kept, which removes
-   scattered false positives.
+4. The label's foreground is ``probability > threshold`` inside the query's
+   body mask (:mod:`medfss.inference.body`: no label outside the patient);
+   by default only its largest 3D connected component (26-connectivity) is
+   kept, which removes scattered false positives.
 5. With several labels, a voxel claimed by more than one goes to the label
    with the highest probability; the output is one multi-label map holding
    the label values given (0 = background).
 6. The result is put back on the query's grid: the label NIfTI has the
    query's shape, affine and header, with dtype uint8 (and cal_min/cal_max
    set to the label range so that viewers show it).
+7. Each label's volume is compared with the supports' (:mod:`medfss.plausibility`);
+   implausible ones, and modality mismatches, are listed in ``summary["warnings"]``.
+   The overlay (:mod:`medfss.overlay`) names the labels (:mod:`medfss.label_names`),
+   shows a known ground truth (``reference``, read for the drawing only) and
+   is drawn in the radiological convention whatever the model's voxel order.
 
 Memory: the query volume, the uint8 label volume, the float32 probabilities
 of the current label's extent (and, with several labels, a float32 volume of
@@ -42,13 +51,13 @@ the model: never the model's output for the whole scan. The
 
 Outputs are computed in full before any is written, each through a temporary
 file and a rename; an output path equal to an input is an error before any
-work, and inputs are never modified. Heavy modules (torch, nibabel, the
+work, and inputs are never modified. Output folders that do not exist are
+created and listed in ``summary["created_folders"]``. Heavy modules (torch, nibabel, the
 models) are imported inside the functions, so ``import medfss`` stays light.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -61,6 +70,9 @@ import numpy as np
 
 from medfss import __version__
 from medfss.errors import ConfigError, InputFileError, LabelMapError
+from medfss.label_names import label_names as find_label_names
+from medfss.modality import ModalityDecision, decide_modality, model_modality, modality_warning
+from medfss.plausibility import volume_warning
 
 if TYPE_CHECKING:
     from medfss.data.io import NiftiArray
@@ -71,7 +83,6 @@ PathLike = str | os.PathLike
 SliceRange = tuple[int | None, int | None]  # half-open (start, stop) along the query file's slicing axis;
 # None: from the first / to the last slice
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-OVERLAY_SLICES = 6
 
 
 def default_checkpoint() -> Path:
@@ -89,10 +100,18 @@ class LabelResult:
     """What was done for one label: slices used, extent predicted and the volume found."""
 
     label: int
+    name: str
     extent: SliceRange  # half-open, query file voxel indices along the slicing axis
+    chunks: tuple[SliceRange, ...]  # the query slices (file indices, half-open) of each chunk
     support_slices: tuple[tuple[int, ...], ...]  # per support: the slice of each chunk (its file's indices)
     voxels: int
     millilitres: float
+    support_millilitres: tuple[float, ...]  # the label's volume in each support mask
+
+    @property
+    def title(self) -> str:
+        """``label 6 (liver)``, or ``label 6`` when the label has no name."""
+        return f"label {self.label}" if self.name == f"label {self.label}" else f"label {self.label} ({self.name})"
 
 
 @dataclass(frozen=True)
@@ -112,8 +131,9 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
             extent: SliceRange | Mapping[int, SliceRange] | None = None,
             modality: str = "auto", largest_component: bool = True, threshold: float = 0.5,
             chunks: int = 3, device: str = "auto", batch_size: int = 8,
+            label_names: Sequence[str] | None = None, reference: PathLike | None = None,
             out: PathLike | None = None, probabilities: PathLike | None = None,
-            overlay: PathLike | None = None, summary: PathLike | None = None,
+            overlay: PathLike | None = None, summary: PathLike | None = None, report: PathLike | None = None,
             guide: Callable[[Predictor], VolumePredictor] | None = None, progress: bool = True) -> Segmentation:
     """Segment ``labels`` in the ``query`` scan from labelled ``supports`` (see the module docstring).
 
@@ -131,13 +151,17 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     that the support scans cover (default: the whole query).
     extent: the slices to predict, ``(start, stop)`` for every label or a
     ``{label: (start, stop)}`` map (default: estimated from the supports).
-    modality: ``auto``, ``MR`` or ``CT`` (intensity normalisation).
+    modality: ``auto``, ``MR`` or ``CT`` (intensity normalisation; ``auto``:
+    :func:`medfss.modality.decide_modality`).
+    label_names: one name per label (default: :func:`medfss.label_names.label_names`
+    from the first support mask's folder). reference: a label file on the
+    query's grid (its ground truth, when known), drawn in the overlay only.
     guide: wraps the network's predictor, e.g. a
     :class:`medfss.registration.guided.Guide` (registration-guided
     segmentation; each label's ``guidance`` in the summary says what it used).
-    out, probabilities, overlay, summary: where to write the label NIfTI,
-    the float32 probability NIfTI, the PNG montage and the JSON summary
-    (each optional; nothing is written without them).
+    out, probabilities, overlay, summary, report: where to write the label
+    NIfTI, the float32 probability NIfTI, the PNG montage, the JSON summary
+    and the HTML report (each optional; nothing is written without them).
     Raises :class:`~medfss.errors.MedfssError` subclasses for bad input.
     """
     start_time = time.perf_counter()
@@ -156,12 +180,14 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     from medfss.data.intensity import MODALITIES
     if modality not in MODALITIES:
         raise ConfigError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
-    outputs = {"out": out, "probabilities": probabilities, "overlay": overlay, "summary": summary}
-    inputs = [query, *(p for pair in pairs for p in pair)]
+    outputs = {"out": out, "probabilities": probabilities, "overlay": overlay, "summary": summary,
+               "report": report}
+    inputs = [query, *(p for pair in pairs for p in pair), *([reference] if reference is not None else [])]
     if predictor is None:
         checkpoint = default_checkpoint() if checkpoint is None else checkpoint
         inputs.append(checkpoint)
     _check_output_paths(inputs, outputs)
+    names = find_label_names(labels, label_names, pairs[0][1])
 
     if predictor is None:
         from medfss.checkpoints import load_predictor
@@ -181,8 +207,12 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
+    from medfss.inference import VolumePredictor, body_mask, check_informative
+
     query_img = _read(query)
-    volume = _QueryVolume.build(query_img, axis, modality, orientation)
+    check_informative(query_img.array, str(query))
+    query_modality = decide_modality(query_img.array, modality, query)
+    volume = _QueryVolume.build(query_img, axis, query_modality.modality, orientation)
     geometry = {"affine": query_img.affine, "header": query_img.header, "shape": query_img.array.shape,
                 "spacing": query_img.spacing}
     del query_img  # the normalised copy in ``volume`` is all that is needed from here
@@ -190,17 +220,18 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     extents = _extent_map(extent, labels)
     support_data = [_read_support(image, mask, labels, modality, orientation)
                     for image, mask in pairs]  # all checked before any prediction
-    from medfss.inference import VolumePredictor
-
     whole_volume = isinstance(predictor, VolumePredictor)
     plans = [_plan_label(label, support_data, volume, query_range, extents.get(label), chunks, whole_volume)
              for label in labels]
     support_modalities = [s.modality for s in support_data]
+    support_ml = {label: tuple(s.millilitres(label) for s in support_data) for label in labels}
     del support_data  # the plans hold what is needed of them
+    truth = _read_reference(reference, geometry["shape"]) if reference is not None else None
 
     label_volume, kept, predicted, guidance = _predict_labels(
-        predictor, plans, volume, threshold=threshold, chunks=chunks, batch_size=batch_size,
-        largest_component=largest_component, keep_probabilities=probabilities is not None, progress=progress)
+        predictor, plans, volume, body_mask(volume.image), threshold=threshold, chunks=chunks,
+        batch_size=batch_size, largest_component=largest_component, keep_probabilities=probabilities is not None,
+        progress=progress)
     labels_out = volume.to_scan(label_volume)  # [X, Y, Z]
     probs_out = None
     if kept:
@@ -211,37 +242,82 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     counts = np.bincount(labels_out.ravel(), minlength=256)
     per_label = tuple(LabelResult(
         label=plan.label,
+        name=names[plan.label],
         extent=volume.scan_range(top, bottom + 1),
+        chunks=_chunk_ranges(volume, top, bottom, chunks) if plan.support_slices else (),
         support_slices=plan.support_slices,
         voxels=int(counts[plan.label]),
-        millilitres=float(counts[plan.label]) * voxel_ml) for plan, (top, bottom) in zip(plans, predicted))
+        millilitres=float(counts[plan.label]) * voxel_ml,
+        support_millilitres=support_ml[plan.label]) for plan, (top, bottom) in zip(plans, predicted))
+    known = model_modality(model_info.get("dataset"))
+    warnings = _warnings(query, query_modality, known, pairs, support_modalities, per_label)
     record = {
         "medfss_version": __version__,
         "inputs": {"query": str(query), "query_shape": list(geometry["shape"]),
                    "query_spacing_mm": list(geometry["spacing"]),
                    "supports": [{"image": str(i), "mask": str(m), "modality": used}
                                 for (i, m), used in zip(pairs, support_modalities)],
-                   "model": model_info},
+                   "reference": None if reference is None else str(reference),
+                   "model": {**model_info, "modality": known}},
         "settings": {"labels": list(labels), "axis": volume.scan_axis, "slice_direction": volume.direction,
                      "orientation": orientation,
                      "query_range": list(volume.scan_range(*query_range)),
-                     "extent": "given" if extent is not None else "estimated", "modality": volume.modality,
-                     "largest_component": largest_component, "threshold": threshold, "chunks": chunks,
-                     "batch_size": batch_size, "device": model_info.get("device", str(device))},
+                     "extent": "given" if extent is not None else "estimated",
+                     "modality": volume.modality, "modality_rule": query_modality.rule,
+                     "body_mask": True, "largest_component": largest_component, "threshold": threshold,
+                     "chunks": chunks, "batch_size": batch_size,
+                     "device": model_info.get("device", str(device))},
         "voxel_volume_ml": voxel_ml,
-        "classes": {str(r.label): {"voxels": r.voxels, "millilitres": r.millilitres,
-                                   "extent": list(r.extent),
+        "classes": {str(r.label): {"name": r.name, "voxels": r.voxels, "millilitres": r.millilitres,
+                                   "support_millilitres": list(r.support_millilitres),
+                                   "extent": list(r.extent), "chunks": [list(c) for c in r.chunks],
                                    "support_slices": [list(s) for s in r.support_slices],
                                    **({"guidance": notes} if notes else {})}
                     for r, notes in zip(per_label, guidance)},
+        "warnings": warnings,
         "outputs": {k: str(v) for k, v in outputs.items() if v is not None},
+        "created_folders": _missing_folders(outputs),
     }
-    png = _render_overlay(volume, label_volume, labels) if overlay is not None else None
+    png = None
+    if overlay is not None or report is not None:
+        from medfss.overlay import png_bytes, render_overlay
+
+        png = png_bytes(render_overlay(volume.to_scan(volume.image), labels_out, geometry["affine"],
+                                       volume.scan_axis, names, truth=truth, title=Path(query).name))
     del label_volume
     record["runtime_s"] = time.perf_counter() - start_time
     result = Segmentation(labels_out, geometry["affine"], probs_out, per_label, record)
     _write_outputs(result, geometry["header"], outputs, png)
     return result
+
+
+def _warnings(query: PathLike, query_modality: ModalityDecision, model_knows: str,
+              pairs: Sequence[tuple[Path, Path]], support_modalities: Sequence[str],
+              per_label: Sequence[LabelResult]) -> list[str]:
+    """What the user must hear about a run: modality mismatches, implausible volumes."""
+    found = [modality_warning(query_modality, model_knows, f"the query {query}"),
+             *(f"support {image} is {used}, the query {query_modality.modality}: intensities will not match"
+               for (image, _), used in zip(pairs, support_modalities) if used != query_modality.modality),
+             *(volume_warning(r.title, r.millilitres, r.support_millilitres) for r in per_label)]
+    return [w for w in found if w is not None]
+
+
+def describe(result: Segmentation) -> list[str]:
+    """A run for the terminal: per label its volume, slices and supports; the modality; warnings; new folders."""
+    settings = result.summary["settings"]
+    how = ("estimated from the organ's relative extent in the support scans" if settings["extent"] == "estimated"
+           else "given")
+    lines = []
+    for r in result.per_label:
+        support = ", ".join(f"{ml:.1f}" for ml in r.support_millilitres)
+        lines.append(f"{r.title}: {r.voxels} voxels, {r.millilitres:.1f} mL (support: {support} mL); "
+                     f"slices {r.extent[0]}:{r.extent[1]} along axis {settings['axis']}, {how}")
+        for (start, stop), *chosen in zip(r.chunks, *r.support_slices):
+            lines.append(f"    query slices {start}:{stop} <- support slice {', '.join(map(str, chosen))}")
+    lines.append(f"query modality {settings['modality']}: {settings['modality_rule']}")
+    lines += [f"medfss: warning: {w}" for w in result.summary["warnings"]]
+    lines += [f"created output folder {f} (it did not exist)" for f in result.summary["created_folders"]]
+    return lines
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -300,6 +376,23 @@ def _read(path: PathLike) -> NiftiArray:
     from medfss.data.io import read_nifti
 
     return read_nifti(path)  # 3D and finite, or a one-line InputFileError
+
+
+def _read_reference(path: PathLike, shape: tuple[int, ...]) -> np.ndarray:
+    """A label volume on the query's grid (the query's ground truth), for drawing only."""
+    from medfss.data.io import label_values
+
+    reference = _read(path)
+    if reference.array.shape != tuple(shape):
+        raise InputFileError(f"{path}: shape {reference.array.shape} differs from the query's {tuple(shape)}; "
+                             "the reference must lie on the query's grid")
+    label_values(reference.array, path)
+    return np.round(reference.array).astype(np.int32)
+
+
+def _missing_folders(outputs: Mapping[str, PathLike | None]) -> list[str]:
+    """The output folders that do not exist yet (writing creates them): the user is told."""
+    return sorted({str(Path(p).parent) for p in outputs.values() if p is not None and not Path(p).parent.exists()})
 
 
 # --- preprocessing ----------------------------------------------------------------------------
@@ -381,6 +474,11 @@ class _Support:
     mask_path: Path
     modality: str
     spacing: tuple[float, float, float]  # mm, canonical order
+    voxel_ml: float
+
+    def millilitres(self, label: int) -> float:
+        """The volume of ``label`` in this support mask."""
+        return float(np.count_nonzero(self.mask == label)) * self.voxel_ml
 
 
 def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], modality: str,
@@ -388,8 +486,10 @@ def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], moda
     from medfss.data.io import label_values
     from medfss.data.intensity import normalise_intensity
     from medfss.data.preprocess import Reorientation
+    from medfss.inference import check_informative
 
     image = _read(image_path)
+    check_informative(image.array, str(image_path))
     mask = _read(mask_path)
     if image.array.shape != mask.array.shape:
         raise InputFileError(f"{mask_path}: shape {mask.array.shape} differs from its scan {image_path.name} "
@@ -408,9 +508,10 @@ def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], moda
     if missing:
         raise LabelMapError(f"{mask_path}: label {', '.join(map(str, missing))} is absent from this support "
                             f"mask (it holds {present}); choose --label among them")
-    normalised, used = normalise_intensity(image.array, modality)
+    normalised, used = normalise_intensity(image.array, decide_modality(image.array, modality, image_path).modality)
     return _Support(reorientation.to_canonical(normalised), reorientation.to_canonical(mask.array),
-                    reorientation, mask_path, used, reorientation.canonical_spacing(image.spacing))
+                    reorientation, mask_path, used, reorientation.canonical_spacing(image.spacing),
+                    abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0)
 
 
 @dataclass(frozen=True)
@@ -451,16 +552,16 @@ def _plan_label(label: int, supports: Sequence[_Support], volume: _QueryVolume, 
 # --- prediction ---------------------------------------------------------------------------------
 
 
-def _predict_labels(predictor: Predictor | VolumePredictor, plans: Sequence[_LabelPlan], volume: _QueryVolume, *,
-                    threshold: float, chunks: int, batch_size: int, largest_component: bool,
+def _predict_labels(predictor: Predictor | VolumePredictor, plans: Sequence[_LabelPlan], volume: _QueryVolume,
+                    body: np.ndarray, *, threshold: float, chunks: int, batch_size: int, largest_component: bool,
                     keep_probabilities: bool, progress: bool) -> tuple[np.ndarray, list[np.ndarray], list, list]:
     """The multi-label map [H, W, D] uint8, if asked each label's probabilities [H, W, D] float32, each
     label's predicted extent (canonical, inclusive) and what a guided predictor reported for it.
 
-    Label by label (:func:`medfss.inference.predict_class`): foreground =
-    probability > threshold on the label's extent, optionally cut to its
-    largest component; a voxel claimed by several labels goes to the most
-    probable one.
+    Label by label (:func:`medfss.inference.predict_class`, 0 outside the
+    ``body`` mask [H, W, D]): foreground = probability > threshold on the
+    label's extent, optionally cut to its largest component; a voxel claimed
+    by several labels goes to the most probable one.
     """
     from tqdm.auto import tqdm
 
@@ -474,7 +575,8 @@ def _predict_labels(predictor: Predictor | VolumePredictor, plans: Sequence[_Lab
     with tqdm(total=total, disable=not progress, unit="slice", desc="segment") as bar:
         for plan in plans:
             top, slab = predict_class(predictor, plan.supports, volume.image, volume.spacing, plan.extent,
-                                      chunks=chunks, batch_size=batch_size, progress=bar.update)  # [H, W, n]
+                                      chunks=chunks, batch_size=batch_size, body=body,
+                                      progress=bar.update)  # [H, W, n]
             bottom = top + slab.shape[-1] - 1
             extents.append((top, bottom))
             guidance.append(dict(getattr(predictor, "last_guidance", {})))
@@ -494,42 +596,19 @@ def _predict_labels(predictor: Predictor | VolumePredictor, plans: Sequence[_Lab
     return label_volume, kept, extents, guidance
 
 
+def _chunk_ranges(volume: _QueryVolume, top: int, bottom: int, chunks: int) -> tuple[SliceRange, ...]:
+    """The query slices (file indices, half-open) of each chunk of the extent ``top..bottom`` (the chunk rule)."""
+    from medfss.inference import assign_query_chunks
+
+    chunk_of = np.asarray(assign_query_chunks((top, bottom), chunks))  # [bottom - top + 1]
+    members = [top + np.flatnonzero(chunk_of == c) for c in range(chunks)]
+    return tuple(volume.scan_range(int(m[0]), int(m[-1]) + 1) for m in members if m.size)
+
+
 def _slicing_spacing(spacing: tuple[float, float, float], canonical_axis: int) -> tuple[float, float, float]:
     """Canonical spacing -> the slicing layout's (the slicing axis last, as ``np.moveaxis`` puts it)."""
     order = [axis for axis in range(3) if axis != canonical_axis] + [canonical_axis]
     return tuple(float(spacing[axis]) for axis in order)
-
-
-def _render_overlay(volume: _QueryVolume, label_volume: np.ndarray, labels: Sequence[int]) -> bytes:
-    """A PNG montage of a few query slices with each label's contour, as bytes."""
-    import matplotlib
-    from matplotlib.figure import Figure  # no pyplot: the Agg canvas, no global backend change
-    from matplotlib.lines import Line2D
-
-    found = np.flatnonzero(label_volume.any(axis=(0, 1)))
-    lo, hi = (int(found[0]), int(found[-1])) if found.size else (0, label_volume.shape[-1] - 1)
-    picks = np.unique(np.linspace(lo, hi, min(OVERLAY_SLICES, hi - lo + 1)).round().astype(int))
-    picks = sorted(picks, key=lambda z: volume.scan_range(int(z), int(z) + 1)[0])  # in file order
-    shown = volume.image[..., picks]  # [H, W, n]: one grey window for every panel
-    vmin, vmax = np.percentile(shown, 1), np.percentile(shown, 99)
-    fig = Figure(figsize=(2.4 * len(picks), 2.9), dpi=100)
-    colors = matplotlib.colormaps["tab10"]
-    for i, z in enumerate(picks):
-        ax = fig.add_subplot(1, len(picks), i + 1)
-        ax.imshow(volume.image[..., z].T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax)  # [W, H]
-        for j, label in enumerate(labels):
-            mask = label_volume[..., z].T == label
-            if mask.any() and not mask.all():
-                ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colors(j % 10)], linewidths=1.0)
-        ax.set_title(f"slice {volume.scan_range(int(z), int(z) + 1)[0]}", fontsize=8)
-        ax.set_axis_off()
-    fig.legend(handles=[Line2D([0], [0], color=colors(j % 10), label=f"label {label}")
-                        for j, label in enumerate(labels)], loc="lower center", ncol=len(labels), fontsize=8,
-               frameon=False)
-    fig.suptitle(f"query slices along axis {volume.scan_axis}, {volume.direction}", fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
 
 
 def _write_outputs(result: Segmentation, header, outputs: Mapping[str, PathLike | None],
@@ -549,3 +628,7 @@ def _write_outputs(result: Segmentation, header, outputs: Mapping[str, PathLike 
         write_atomic(outputs["overlay"], lambda tmp: Path(tmp).write_bytes(png), suffix=".png")
     if outputs["summary"] is not None:
         write_text_atomic(json.dumps(result.summary, indent=2) + "\n", outputs["summary"])
+    if outputs["report"] is not None:
+        from medfss.html_report import segmentation_report
+
+        write_text_atomic(segmentation_report(result.summary, png), outputs["report"])

@@ -140,6 +140,12 @@ def get_dataset_spec(name: str) -> DatasetSpec:
         return REGISTRY[name]
     if Path(name, "dataset.json").is_file():
         return nnunet_spec(name)
+    if Path(name).is_dir():
+        raise InputFileError(f"{name}: no dataset.json in this folder (not an nnU-Net raw data set); "
+                             f"registered data sets are {sorted(REGISTRY)}")
+    if os.sep in name or name.startswith("."):
+        raise InputFileError(f"{name}: folder not found (give an nnU-Net raw data set folder, or one of "
+                             f"{sorted(REGISTRY)})")
     raise ConfigError(f"unknown data set {name!r}; choose one of {sorted(REGISTRY)} "
                       "or give the folder of an nnU-Net raw data set (with dataset.json)")
 

@@ -7,8 +7,10 @@ group's slices), so a checkpoint path may hold ``{fold}`` and ``{group}``,
 replaced by the fold number and by the setting-2 group of the class
 (``upper``/``lower`` on the abdominal sets). A path without ``{fold}`` is
 used for every fold, which is right for a model trained on other data and
-wrong for in-data cross-validation (it would be tested on its own training
-volumes), so that case prints a warning.
+wrong for in-data cross-validation. Every checkpoint records the data set it
+was trained on and the fold it held out, so the warning is exact: it is
+printed when a model trained on this data set is evaluated on a fold other
+than the one it held out (whose volumes it was trained on), and only then.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ def group_name(spec: DatasetSpec, class_name: str) -> str:
 def checkpoint_path(checkpoint: str | os.PathLike, fold: int, group: str = "") -> str:
     """``checkpoint`` with ``{fold}`` and ``{group}`` filled in."""
     return str(checkpoint).replace("{fold}", str(fold)).replace("{group}", group)
+
+
+def training_fold_warning(path: str, info: dict, spec: DatasetSpec | None, fold: int) -> str | None:
+    """A warning when the model of ``path`` (``info``: its load_predictor description) trained on ``fold``'s volumes."""
+    if spec is None or info.get("dataset") not in (spec.name, spec.folder) or info.get("fold") == fold:
+        return None
+    return (f"checkpoint {path} was trained on {spec.name} with fold {info['fold']} held out: on fold {fold} it "
+            "is tested on its own training volumes (use one checkpoint per fold: '{fold}' in the path)")
 
 
 def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *,
@@ -76,10 +86,6 @@ def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *
                           f"{sorted([*BASELINES, REGISTRATION])} need none")
     if "{group}" in str(checkpoint) and spec is None:
         raise ConfigError("a checkpoint path with '{group}' needs the data set (its setting-2 groups)")
-    if "{fold}" not in str(checkpoint):
-        print(f"medfss: warning: checkpoint {checkpoint} has no '{{fold}}': the same model is evaluated on "
-              "every fold; if it was trained on this data set, it is tested on its own training volumes",
-              file=sys.stderr)
     loaded: dict[str, Predictor | VolumePredictor] = {}
 
     def predictor_for(fold: int, class_name: str) -> Predictor | VolumePredictor:
@@ -88,8 +94,11 @@ def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *
         path = checkpoint_path(checkpoint, fold, group_name(spec, class_name) if spec is not None else "")
         if path not in loaded:
             loaded.clear()  # one model in memory at a time: the protocol runs fold by fold
-            network, _ = load_predictor(path, device=device, batch_size=batch_size, model_name=model)
+            network, info = load_predictor(path, device=device, batch_size=batch_size, model_name=model)
             loaded[path] = network if guide is None else guide(network)
+            warning = training_fold_warning(path, info, spec, fold)
+            if warning is not None:
+                print(f"medfss: warning: {warning}", file=sys.stderr)
         return loaded[path]
 
     return predictor_for

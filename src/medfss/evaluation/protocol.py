@@ -17,8 +17,11 @@ is why these scores are higher than those of a fully automatic method.
 ``extent="estimated"`` uses no query label: the support organ's relative
 position in its scan is mapped onto the query scan
 (:func:`medfss.inference.estimate_query_extent`), slices outside it are
-background and only the largest 3D component is kept: exactly what
-``medfss segment`` outputs. Either way the whole query volume is scored.
+background, no label is kept outside the query's body mask
+(:mod:`medfss.inference.body`) and only the largest 3D component is kept:
+exactly what ``medfss segment`` outputs. ``extent="gt"`` applies neither
+post-processing step, so that its scores stay those of the literature's
+protocol, which thresholds the raw prediction. Either way the whole query volume is scored.
 The support slices and the prediction loop are those of
 :mod:`medfss.inference`, shared with ``medfss segment``.
 
@@ -39,8 +42,8 @@ from tqdm.auto import tqdm
 from medfss.data.datasets import Dataset, DatasetSpec, Volume
 from medfss.errors import ConfigError
 from medfss.evaluation.metrics import METRIC_NAMES, SegmentationScores, segmentation_scores
-from medfss.inference import (Predictor, SupportScan, VolumePredictor, estimated_extent, foreground, full_volume,
-                              predict_class)
+from medfss.inference import (Predictor, SupportScan, VolumePredictor, body_mask, estimated_extent, foreground,
+                              full_volume, predict_class)
 
 
 EXTENTS = ("gt", "estimated")
@@ -110,9 +113,14 @@ class ProtocolConfig:
         """Whether predictions keep only their largest 3D component: as ``medfss segment``, without query labels."""
         return self.extent == "estimated"
 
+    @property
+    def body_mask(self) -> bool:
+        """Whether predictions are cut to the query's body mask: as ``medfss segment``, without query labels."""
+        return self.extent == "estimated"
+
     def to_dict(self) -> dict:
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        return {**values, "largest_component": self.largest_component}
+        return {**values, "largest_component": self.largest_component, "body_mask": self.body_mask}
 
 
 def support_case_ids(fold_cases: Sequence[str], support_index: int, shots: int) -> tuple[str, ...]:
@@ -255,8 +263,11 @@ class EvaluationResult:
         return "\n".join(lines)
 
 
+Drawer = Callable[[Volume, np.ndarray, np.ndarray], None]  # (query, prediction, truth), both [H, W, D] bool
+
+
 def score_queries(predictor: Predictor | VolumePredictor, supports: Sequence[Volume], queries: Sequence[Volume],
-                  class_index: int, config: ProtocolConfig) -> Iterator[QueryResult]:
+                  class_index: int, config: ProtocolConfig, draw: Drawer | None = None) -> Iterator[QueryResult]:
     """Predict and score ``class_index`` on each query volume that contains it.
 
     The prediction is :func:`medfss.inference.predict_class`, the path
@@ -266,9 +277,10 @@ def score_queries(predictor: Predictor | VolumePredictor, supports: Sequence[Vol
     protocol). ``"estimated"`` uses no query label: slice predictors predict
     the extent estimated from the supports, volume predictors the whole
     volume, and the prediction is post-processed as ``medfss segment`` does
-    (largest 3D component), so the score is that of the tool's output. A
-    query volume without the class is skipped under either ``extent`` (it has
-    no Dice; its absence shows in the run's query list).
+    (body mask, largest 3D component), so the score is that of the tool's
+    output. A query volume without the class is skipped under either
+    ``extent`` (it has no Dice; its absence shows in the run's query list).
+    ``draw``, when given, sees every scored prediction with its ground truth.
     """
     support_scans = [SupportScan(s.image, s.label == class_index, s.spacing) for s in supports]
     for support, scan in zip(supports, support_scans):
@@ -285,22 +297,27 @@ def score_queries(predictor: Predictor | VolumePredictor, supports: Sequence[Vol
             extent = None
         else:
             extent = estimated_extent(support_scans, (0, query.num_slices))
+        body = body_mask(query.image) if config.body_mask else None  # [H, W, D]
         top, probabilities = predict_class(predictor, support_scans, query.image, query.spacing, extent,
-                                           chunks=config.chunks)  # [H, W, n]
+                                           chunks=config.chunks, body=body)  # [H, W, n]
         mask = foreground(probabilities, config.threshold, config.largest_component)
         prediction = full_volume(mask, top, query.num_slices)  # [H, W, D]
+        if draw is not None:
+            draw(query, prediction, truth)
         yield QueryResult(query.case_id, segmentation_scores(prediction, truth, query.spacing))
 
 
 def evaluate(dataset: Dataset, predictor_for: Callable[[int, str], Predictor], config: ProtocolConfig,
-             progress: bool = True, *, model_name: str = "unnamed") -> EvaluationResult:
+             progress: bool = True, *, model_name: str = "unnamed",
+             draw: Callable[[int, int, str], Drawer] | None = None) -> EvaluationResult:
     """Run the protocol of ``config`` on ``dataset``.
 
     predictor_for(fold, class_name) returns the predictor for that fold's test
     volumes and class: trained models have one checkpoint per fold (and in
     setting 2 one per test group, trained without its slices); the baselines
     ignore both. Each fold's test volumes are loaded once and shared by its
-    support choices and classes.
+    support choices and classes. ``draw(fold, support_index, class_name)``,
+    when given, returns the :data:`Drawer` of that run (``medfss evaluate --overlays``).
     """
     config = config.resolved(dataset.spec)
     fold_cases = {f: dataset.fold_case_ids(f) for f in config.folds}
@@ -326,8 +343,9 @@ def evaluate(dataset: Dataset, predictor_for: Callable[[int, str], Predictor], c
                                         "predict(support_images, support_masks, query_images) nor "
                                         "segment_volume(supports, query, query_spacing)")
                     results = []
+                    drawer = draw(fold, support_index, class_name) if draw is not None else None
                     for result in score_queries(predictor, supports, queries,
-                                                dataset.spec.class_index(class_name), config):
+                                                dataset.spec.class_index(class_name), config, drawer):
                         results.append(result)
                         bar.update()
                     runs.append(RunResult(fold, support_index, support_ids, class_name, tuple(results)))

@@ -8,6 +8,9 @@ holds one batch in the model and one float32 slab of the extent, never the
 model's output for a whole scan. :func:`foreground` thresholds the slab and,
 optionally, keeps its largest 3D component, the post-processing that
 ``medfss segment`` applies and ``medfss evaluate --extent estimated`` scores.
+Both also pass the query's body mask (:mod:`medfss.inference.body`) to
+:func:`predict_volume`, which sets the probability outside it to 0: no
+label, and no probability output, ever leaves the body.
 """
 
 from __future__ import annotations
@@ -22,15 +25,19 @@ from medfss.inference.predictor import Predictor, VolumePredictor
 
 
 def predict_volume(predictor: Predictor, query: np.ndarray, plan: SlicePlan, *, batch_size: int = 8,
-                   progress: Callable[[int], object] | None = None) -> np.ndarray:
+                   body: np.ndarray | None = None, progress: Callable[[int], object] | None = None) -> np.ndarray:
     """Foreground probabilities of the slices ``plan.top``..``plan.bottom`` of ``query``.
 
     query: [H, W, D] normalised, slicing axis last; the plan's support slices
-    are at the query's in-plane size. Returns [H, W, plan.depth] float32;
+    are at the query's in-plane size. body: None, or the query's body mask
+    [H, W, D] bool (:func:`medfss.inference.body.body_mask`), outside which
+    the probability is 0. Returns [H, W, plan.depth] float32;
     ``progress(n)`` is called after every batch with its number of slices.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if body is not None and body.shape != query.shape:
+        raise ValueError(f"body must be the query's [H, W, D] = {query.shape}, got {body.shape}")
     slab = np.zeros((*query.shape[:2], plan.depth), dtype=np.float32)  # [H, W, n]
     for group in plan.groups:
         slices = group.query_slices
@@ -44,17 +51,21 @@ def predict_volume(predictor: Predictor, query: np.ndarray, plan: SlicePlan, *, 
             slab[..., batch - plan.top] = np.moveaxis(probabilities.detach().cpu().float().numpy(), 0, -1)
             if progress is not None:
                 progress(len(batch))
+    if body is not None:
+        slab[~body[..., plan.top:plan.bottom + 1]] = 0.0
     return slab
 
 
 def predict_class(predictor: Predictor | VolumePredictor, supports: Sequence[SupportScan], query: np.ndarray,
                   query_spacing: tuple[float, float, float], extent: tuple[int, int] | None, *, chunks: int = 3,
-                  batch_size: int = 8, progress: Callable[[int], object] | None = None) -> tuple[int, np.ndarray]:
+                  batch_size: int = 8, body: np.ndarray | None = None,
+                  progress: Callable[[int], object] | None = None) -> tuple[int, np.ndarray]:
     """One class of ``query`` [H, W, D]: ``(top, probabilities [H, W, n])`` of the slices top..top + n - 1.
 
     A slice :class:`Predictor` runs :func:`predict_volume` on the chunk rule's
     plan of ``extent`` (required). A :class:`VolumePredictor` segments the
-    whole volume, cut to ``extent`` when one is given.
+    whole volume, cut to ``extent`` when one is given. Either way the
+    probability outside ``body`` (the query's body mask, when given) is 0.
     """
     if isinstance(predictor, VolumePredictor):
         probabilities = predictor.segment_volume(supports, query, query_spacing)  # [H, W, D]
@@ -62,13 +73,16 @@ def predict_class(predictor: Predictor | VolumePredictor, supports: Sequence[Sup
             raise ValueError(f"{type(predictor).__name__}.segment_volume must return the query's shape "
                              f"{tuple(query.shape)}, got {tuple(probabilities.shape)}")
         top, bottom = (0, query.shape[-1] - 1) if extent is None else extent
+        slab = np.array(probabilities[..., top:bottom + 1], dtype=np.float32)  # [H, W, n], a copy
+        if body is not None:
+            slab[~body[..., top:bottom + 1]] = 0.0
         if progress is not None:
             progress(bottom - top + 1)
-        return top, np.ascontiguousarray(probabilities[..., top:bottom + 1], dtype=np.float32)
+        return top, slab
     if extent is None:
         raise ValueError(f"{type(predictor).__name__} predicts slices: give the extent of the query to predict")
     plan = chunk_plan(supports, extent, query.shape[:2], chunks)
-    return plan.top, predict_volume(predictor, query, plan, batch_size=batch_size, progress=progress)
+    return plan.top, predict_volume(predictor, query, plan, batch_size=batch_size, body=body, progress=progress)
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:

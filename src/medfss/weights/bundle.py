@@ -18,6 +18,7 @@ from pathlib import Path
 
 from medfss.data.io import write_atomic, write_text_atomic
 from medfss.errors import ConfigError
+from medfss.modality import model_modality
 from medfss.weights import DEFAULT_MODEL, MODEL_CARD
 
 MAX_BYTES = 25 * 1024 * 1024
@@ -45,6 +46,20 @@ def _table(results: dict) -> list[str]:
     return lines
 
 
+def card_scores(card: str) -> dict[str, dict[str, float]]:
+    """Per extent ("gt", "estimated"): class -> mean Dice, and "mean", read back from a card :func:`_table` wrote."""
+    lines = card.splitlines()
+    scores = {}
+    for extent, note in EXTENT_NOTE.items():
+        at = next((i for i, line in enumerate(lines) if line.startswith("Protocol:") and note in line), None)
+        if at is None or at + 4 >= len(lines):
+            continue
+        names = [c.strip() for c in lines[at + 2].strip("| ").split("|")]
+        values = [float(c.strip(" *").split("±")[0]) for c in lines[at + 4].strip("| ").split("|")]
+        scores[extent] = dict(zip(names, values))
+    return scores
+
+
 def model_card(run_dir: Path, evaluations: list[dict], size_bytes: int) -> str:
     """The markdown card of the model trained in ``run_dir`` and scored by ``evaluations``."""
     from medfss.checkpoints import read_checkpoint, read_training_record
@@ -67,6 +82,9 @@ def model_card(run_dir: Path, evaluations: list[dict], size_bytes: int) -> str:
         f"- Model: `{config['model']['name']}` {config['model']['options']}, trained at "
         f"{config['data']['image_size']} x {config['data']['image_size']}; {size_bytes / 2**20:.1f} MiB; "
         f"medfss {data['medfss_version']}; slices in {data.get('slice_orientation', 'unrecorded')} voxel order.",
+        f"- Modality: {model_modality(dataset)} (that of its training data set, {dataset}); `medfss segment` "
+        "warns when a scan's modality differs (decided by --modality, by `medfss prepare`'s card beside the scan, "
+        "or by Hounsfield units: CT when the minimum is below -500).",
         f"- Training data: {dataset} images of every fold but fold {config['data']['fold']} "
         f"(that fold's patients are held out for the scores below and for `medfss demo`). "
         f"{DATA_NOTE.get(dataset, '')}",
