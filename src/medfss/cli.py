@@ -96,6 +96,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from medfss.checkpoints import PREVIOUS_CHECKPOINT
     from medfss.config import load_config
     from medfss.training.loop import train
 
@@ -106,7 +107,8 @@ def cmd_train(args) -> int:
     resume = args.resume
     if resume == "auto":
         last = args.run_dir / "checkpoints" / "last.ckpt"
-        resume = last if last.is_file() else None
+        found = last.is_file() or last.with_name(PREVIOUS_CHECKPOINT).is_file()
+        resume = last if found else None  # train() falls back to previous.ckpt when last.ckpt is unreadable
         if resume is not None:
             print(f"resuming from {last}")
     out = train(config, args.run_dir, resume=resume)
@@ -271,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder for config.yaml, checkpoints, logs and the exported model.pt")
     tr.add_argument("--resume", default=None,
                     help="a training checkpoint to continue exactly where it stopped, or 'auto' for "
-                         "RUN_DIR/checkpoints/last.ckpt when it exists")
+                         "RUN_DIR/checkpoints/last.ckpt when it exists (previous.ckpt when last.ckpt is "
+                         "unreadable); SIGINT / SIGTERM save a checkpoint to resume from")
     _add_data_args(tr)
     tr.set_defaults(func=cmd_train)
 
@@ -376,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except MedfssError as exc:
         print(f"medfss: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except KeyboardInterrupt:
         print("medfss: interrupted", file=sys.stderr)
         return 130

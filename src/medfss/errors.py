@@ -10,6 +10,8 @@ prints that line and exits non-zero; it never shows a traceback for them.
 class MedfssError(Exception):
     """Base class for errors caused by user input rather than by a bug."""
 
+    exit_status = 2  # what the CLI exits with after printing the message
+
 
 class InputFileError(MedfssError):
     """A file is missing, unreadable, truncated or holds invalid values."""
@@ -21,3 +23,15 @@ class LabelMapError(MedfssError):
 
 class ConfigError(MedfssError):
     """An option, config value or name is invalid."""
+
+
+class TrainingError(MedfssError):
+    """Training cannot go on (a non-finite loss); the message names the step and what to change."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGINT or SIGTERM stopped training after a checkpoint was saved; the message says how to resume."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_status = 128 + signum  # the shell's convention for death by a signal
