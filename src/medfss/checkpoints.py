@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import pickle
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ METADATA_KEYS = ("config", "medfss_version", "model_name")
 OPTIONAL_METADATA_KEYS = ("slice_orientation", "torch_version", "torch_threads")  # absent from older files
 LIGHTNING_MARKER = "pytorch-lightning_version"  # present in training checkpoints only
 LIGHTNING_PREFIX = "model."  # the wrapped model's attribute name in the LightningModule
+# What torch.load raises on a damaged file: its unpickler meets broken opcodes, memo keys and storages.
+LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError,
+               TypeError, AttributeError, struct.error, MemoryError)
 PREVIOUS_CHECKPOINT = "previous.ckpt"  # beside last.ckpt: the checkpoint it replaced
 
 log = logging.getLogger(__name__)
@@ -94,7 +98,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise InputFileError(f"{path}: checkpoint not found")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except LOAD_ERRORS as exc:
         raise InputFileError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
     if not isinstance(data, dict):
         raise InputFileError(f"{path}: not a medfss checkpoint (holds a {type(data).__name__}, not a dict)")

@@ -7,6 +7,12 @@ prints that line and exits non-zero; it never shows a traceback for them.
 """
 
 
+def one_line(exc: BaseException) -> str:
+    """``"TypeName: message"`` of a library's exception, on one line (for wrapping it in a MedfssError)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class MedfssError(Exception):
     """Base class for errors caused by user input rather than by a bug."""
 

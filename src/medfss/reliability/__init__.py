@@ -9,3 +9,19 @@
 * ``python -m medfss.reliability`` runs them all and writes
   ``results/reliability/results.json``.
 """
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def child_env(threads: int = 1) -> dict[str, str]:
+    """The environment of a checking child process: these sources first on the path, ``threads`` threads.
+
+    The sources of this checkout come first so that a child runs the code
+    under test, whether or not (and wherever) medfss is installed.
+    """
+    src = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads)}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from medfss.reliability import child_env
 
 CHILD_THREADS = 1
 MARK = "<medfss step {}>"  # what the child prints as each step starts
@@ -53,16 +54,10 @@ def child_command(run_dir: Path, iterations: int, checkpoint_every: int, resume:
             "--checkpoint-every", str(checkpoint_every), *(["--resume"] if resume else [])]
 
 
-def _child_env() -> dict[str, str]:
-    src = str(Path(__file__).resolve().parents[2])  # this checkout's sources first, installed or not
-    path = os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(CHILD_THREADS)}
-
-
 def train_in_child(run_dir: Path, iterations: int, checkpoint_every: int, resume: bool = False) -> None:
     """Run the tiny training to the end in a child process (raises on a non-zero exit)."""
-    done = subprocess.run(child_command(run_dir, iterations, checkpoint_every, resume), env=_child_env(),
-                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    done = subprocess.run(child_command(run_dir, iterations, checkpoint_every, resume),
+                          env=child_env(CHILD_THREADS), capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     if done.returncode != 0:
         raise RuntimeError(f"tiny training in {run_dir} exited {done.returncode}: {done.stderr[-2000:]}")
 
@@ -73,8 +68,8 @@ def kill_at_step(run_dir: Path, iterations: int, checkpoint_every: int, kill_ste
 
     Returns whether the kill landed (False: the run ended before it).
     """
-    proc = subprocess.Popen(child_command(run_dir, iterations, checkpoint_every, False), env=_child_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(child_command(run_dir, iterations, checkpoint_every, False),
+                            env=child_env(CHILD_THREADS), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         for line in proc.stdout:
             if MARK.format(kill_step) in line:  # the progress bar shares stdout: find the mark in any line
