@@ -153,6 +153,16 @@ def save_keeping_previous(obj: Any, path: str | os.PathLike) -> Path:
     return save_atomic(obj, path)
 
 
+def auto_resume(run_dir: str | os.PathLike) -> Path | None:
+    """What ``--resume auto`` resumes from: ``run_dir/checkpoints/last.ckpt`` when a checkpoint was saved.
+
+    None when the run saved none (it starts afresh). :func:`resumable_checkpoint`
+    later falls back to previous.ckpt when last.ckpt is unreadable or missing.
+    """
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return last if last.is_file() or last.with_name(PREVIOUS_CHECKPOINT).is_file() else None
+
+
 def resumable_checkpoint(path: str | os.PathLike) -> Path:
     """``path`` if it is a readable checkpoint, else the ``previous.ckpt`` beside it (with a warning).
 

@@ -96,7 +96,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from medfss.checkpoints import PREVIOUS_CHECKPOINT
+    from medfss.checkpoints import auto_resume
     from medfss.config import load_config
     from medfss.training.loop import train
 
@@ -106,11 +106,9 @@ def cmd_train(args) -> int:
     config = load_config(args.config, overrides)
     resume = args.resume
     if resume == "auto":
-        last = args.run_dir / "checkpoints" / "last.ckpt"
-        found = last.is_file() or last.with_name(PREVIOUS_CHECKPOINT).is_file()
-        resume = last if found else None  # train() falls back to previous.ckpt when last.ckpt is unreadable
+        resume = auto_resume(args.run_dir)
         if resume is not None:
-            print(f"resuming from {last}")
+            print(f"resuming from {resume}")
     out = train(config, args.run_dir, resume=resume)
     print(f"wrote {out}")
     return 0

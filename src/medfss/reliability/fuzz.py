@@ -188,6 +188,7 @@ def fuzz_in_child(count: int, seed: int, workdir: Path) -> list[Outcome]:
     The child reports each outcome as a JSON line as it goes; after a child
     dies the next one starts at the input after the one that killed it.
     """
+    workdir.mkdir(parents=True, exist_ok=True)
     outcomes: list[Outcome] = []
     while len(outcomes) < count:
         start = len(outcomes)

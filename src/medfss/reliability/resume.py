@@ -128,6 +128,7 @@ def _child(argv: list[str] | None = None) -> int:
     import lightning as L
     import torch
 
+    from medfss.checkpoints import auto_resume
     from medfss.reliability.toy import SquareSampler, TinySegmenter, tiny_config
     from medfss.training.loop import train
 
@@ -135,7 +136,7 @@ def _child(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--iterations", type=int, required=True)
     parser.add_argument("--checkpoint-every", type=int, required=True)
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="as medfss train --resume auto")
     args = parser.parse_args(argv)
     torch.set_num_threads(CHILD_THREADS)
 
@@ -145,9 +146,8 @@ def _child(argv: list[str] | None = None) -> int:
 
     config = tiny_config(iterations=args.iterations, checkpoint_every=args.checkpoint_every)
     torch.manual_seed(config.runtime.seed)
-    last = args.run_dir / "checkpoints" / "last.ckpt"
     train(config, args.run_dir, model=TinySegmenter(**config.model.options), sampler=SquareSampler(),
-          resume=last if args.resume else None, callbacks=[Announce()])
+          resume=auto_resume(args.run_dir) if args.resume else None, callbacks=[Announce()])
     return 0
 
 

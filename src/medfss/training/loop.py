@@ -131,8 +131,15 @@ class StopOnSignal(Callback):
             trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        self._previous = {}
 
 
 def build_trainer(config: TrainConfig, run_dir: Path, callbacks: list[Callback] = ()) -> L.Trainer:
