@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +78,18 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words: torch's own message is a page long."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch colours its warning
+    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n|$)", text)
+    if refused is None:
+        return (text.strip().splitlines() or [type(exc).__name__])[0]
+    if "Unsupported global" in refused.group(1):
+        return (f"it holds Python objects beyond tensors and plain data ({refused.group(1).strip()}); loading "
+                "them could run code, so it is refused: use a checkpoint written by medfss")
+    return f"damaged, or not written by torch.save: {refused.group(1).strip()}"
+
+
 def _check_version(stored: Any, path: Path) -> None:
     """A file from a newer medfss may hold what this one cannot read: refuse it by name."""
     try:
@@ -99,7 +112,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except LOAD_ERRORS as exc:
-        raise InputFileError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
+        raise InputFileError(f"{path}: not a readable checkpoint ({_load_failure(exc)})") from None
     if not isinstance(data, dict):
         raise InputFileError(f"{path}: not a medfss checkpoint (holds a {type(data).__name__}, not a dict)")
     missing = [k for k in ("state_dict", *METADATA_KEYS) if k not in data]
