@@ -68,7 +68,7 @@ def read_nifti(path: str | os.PathLike, *, dtype=np.float32, ndim: int | None = 
     try:
         array = np.asarray(img.dataobj, dtype=dtype)
         affine = np.asarray(img.affine, dtype=np.float64)
-        zooms = header.get_zooms()
+        zooms = _stored_zooms(img)
     except READ_ERRORS as exc:
         raise InputFileError(f"{path}: cannot read NIfTI ({one_line(exc)})") from None
     except MemoryError:
@@ -105,6 +105,16 @@ def _check_declared_data(path: Path, shape: tuple[int, ...], voxel_type: np.dtyp
     elif data_file.suffix in (".nii", ".img") and offset + declared > size:
         raise InputFileError(f"{path}: header declares {shape} voxels ({declared} bytes from byte {offset}) "
                              f"but the file has {size} bytes: truncated file or corrupt header")
+
+
+def _stored_zooms(img) -> tuple[float, ...]:
+    """The voxel sizes as the file stores them: nibabel silently turns zero and negative ones into 1 and |x|."""
+    holder = img.file_map.get("header", img.file_map["image"])  # single-file NIfTI: one "image" entry
+    with nib.openers.ImageOpener(holder.filename) as fh:
+        stored = type(img.header).from_fileobj(fh, check=False)
+    if "pixdim" not in stored:
+        return img.header.get_zooms()
+    return tuple(float(z) for z in stored["pixdim"][1: len(img.shape) + 1])
 
 
 def _check_geometry(path: Path, affine: np.ndarray, zooms: tuple[float, ...]) -> None:

@@ -178,16 +178,26 @@ def segment_peak_memory(workdir: str | os.PathLike, shape: tuple[int, int, int] 
                "--support-image", str(workdir / "support.nii.gz"), "--support-mask",
                str(workdir / "support_mask.nii.gz"), "--label", "1", "--out", str(out), "--device", "cpu",
                "--quiet", *(["--checkpoint", str(checkpoint)] if checkpoint is not None else [])]
+    measured = command_peak_memory(command, workdir, env=env, timeout_s=timeout_s)
+    return {"query_shape": list(shape), "supports": 1, **measured, "output_shape": list(nib.load(out).shape),
+            "checkpoint": str(checkpoint) if checkpoint is not None else "bundled default model"}
+
+
+def command_peak_memory(command: list[str], workdir: str | os.PathLike, *, env: dict[str, str] | None = None,
+                        timeout_s: float = 3600) -> dict:
+    """Run ``command`` (``[python, -m, medfss.cli, ...]``) and measure its own peak resident memory.
+
+    Returns ``{"peak_memory_mib", "wall_s", "command"}``; raises ``RuntimeError``
+    with the end of its stderr when it fails.
+    """
     start = time.perf_counter()
-    with (workdir / "stderr.txt").open("w+") as stderr:  # a file, not a pipe: a full pipe would block the child
+    with (Path(workdir) / "stderr.txt").open("w+") as stderr:  # a file: a full pipe would block the child
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         _, status, usage = _wait4(proc, timeout_s)
         stderr.seek(0)
         if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"medfss segment failed: {stderr.read().strip()[-2000:]}")
-    return {"query_shape": list(shape), "supports": 1, "peak_memory_mib": usage.ru_maxrss / 1024,
-            "wall_s": time.perf_counter() - start, "output_shape": list(nib.load(out).shape),
-            "checkpoint": str(checkpoint) if checkpoint is not None else "bundled default model",
+            raise RuntimeError(f"{' '.join(command)} failed: {stderr.read().strip()[-2000:]}")
+    return {"peak_memory_mib": usage.ru_maxrss / 1024, "wall_s": time.perf_counter() - start,
             "command": "medfss " + " ".join(command[3:])}
 
 

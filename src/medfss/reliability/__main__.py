@@ -9,7 +9,8 @@ Runs, each in child processes:
    at ``--kill-points`` random steps, and whether a second fresh training
    with the same seed gives bit-identical weights;
 3. the peak memory of ``medfss segment`` on a 512 x 512 x 600 CT with one
-   support (:func:`medfss.evaluation.benchmark.segment_peak_memory`).
+   support (:func:`medfss.evaluation.benchmark.segment_peak_memory`) and of
+   ``medfss evaluate`` on CHAOST2 fold 0, both with the bundled model.
 
 and writes ``results.json`` (figures, outcome tables, provenance) and
 ``fuzz_outcomes.md`` (the outcome table) to ``--out``.
@@ -75,12 +76,20 @@ def resume_section(kill_points: int, seed: int, workdir: Path) -> dict:
     }
 
 
-def memory_section(workdir: Path) -> dict:
-    from medfss.evaluation.benchmark import segment_peak_memory
+def memory_section(workdir: Path, data_root: Path | None) -> dict:
+    from medfss.evaluation.benchmark import command_peak_memory, segment_peak_memory
+    from medfss.weights import DEFAULT_MODEL
 
-    measured = segment_peak_memory(workdir / "memory", (512, 512, 600), env=child_env())
-    return {"segment_peak_memory_mib": round(measured["peak_memory_mib"], 1),
-            "segment_memory_limit_mib": MEMORY_LIMIT_MIB, "segment_memory": measured,
+    segment = segment_peak_memory(workdir / "memory", (512, 512, 600), env=child_env())
+    evaluate = command_peak_memory(
+        [sys.executable, "-m", "medfss.cli", "evaluate", "--model", "alpnet", "--checkpoint", str(DEFAULT_MODEL),
+         "--dataset", "CHAOST2", "--folds", "0", "--support-index", "0", "--out", str(workdir / "evaluate"),
+         "--quiet", *(["--data-root", str(data_root)] if data_root is not None else [])],
+        workdir / "memory", env=child_env())
+    return {"segment_peak_memory_mib": round(segment["peak_memory_mib"], 1),
+            "segment_memory_limit_mib": MEMORY_LIMIT_MIB, "segment_memory": segment,
+            "evaluate_peak_memory_mib": round(evaluate["peak_memory_mib"], 1),
+            "evaluate_memory": {**evaluate, "what": "CHAOST2 fold 0, every class, support 0, bundled model"},
             "registration_peak_memory_mib": None,  # no registration in medfss yet
             }
 
@@ -92,13 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cli-inputs", type=int, default=24, help="hostile inputs run through the CLI")
     parser.add_argument("--kill-points", type=int, default=6, help="SIGKILL/resume trials")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-memory", action="store_true", help="leave out the 512x512x600 segment run")
+    parser.add_argument("--skip-memory", action="store_true",
+                        help="leave out the peak-memory runs (segment on a 512x512x600 CT, evaluate on CHAOST2)")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="folder holding CHAOST2/ for the evaluate run (default: $MEDFSS_DATA_ROOT or "
+                             "../shared/data)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="medfss-reliability-") as tmp:
         workdir = Path(tmp)
         record = {**fuzz_section(args.fuzz_inputs, args.cli_inputs, args.seed, workdir),
                   **resume_section(args.kill_points, args.seed, workdir),
-                  **({} if args.skip_memory else memory_section(workdir)),
+                  **({} if args.skip_memory else memory_section(workdir, args.data_root)),
                   "not_covered": ["HDF5 readers (no HDF5 reader in medfss yet)",
                                   "registration (not in medfss yet)"],
                   "provenance": provenance()}
