@@ -236,8 +236,11 @@ def corrupt(path: Path) -> Path:
 
 BAD_INPUTS = {
     "label absent": (lambda s, t: None, ["--label", "3"], "label 3 is absent from this support mask"),
-    "empty mask": (lambda s, t: {"mask": save(t, "empty", np.zeros((40, 36, 14), np.uint8), np.eye(4))}, [],
-                   "the support mask is empty"),
+    "empty mask": (lambda s, t: {"mask": save(t, "empty", np.zeros((40, 36, 14), np.uint8),
+                                              nib.load(s["image"]).affine)}, [], "the support mask is empty"),
+    "mask off the scan's grid": (lambda s, t: {"mask": save(t, "off", np.ones((40, 36, 14), np.uint8), np.eye(4))},
+                                 [], "off.nii.gz: affine (voxel orientation, spacing or origin) differs from its "
+                                     "scan image.nii.gz"),
     "shape mismatch": (lambda s, t: {"mask": save(t, "small", np.ones((40, 36, 10), np.uint8), np.eye(4))}, [],
                        "small.nii.gz: shape (40, 36, 10) differs from its scan"),
     "2D query": (lambda s, t: {"query": save(t, "flat", np.ones((40, 36), np.float32), np.eye(4))}, [],

@@ -96,6 +96,28 @@ def test_a_non_finite_loss_stops_training_naming_step_and_terms_and_keeps_the_la
     assert not (tmp_path / "model.pt").exists()
 
 
+class GradientBreaksAt(TinySegmenter):
+    """A finite loss whose gradient is NaN at one step: d/du of 0 * sqrt(u) at u = 0."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    def loss(self, episode):
+        terms = super().loss(episode)
+        if len(self.seen) - 1 == self.step:
+            terms = {**terms, "loss": terms["loss"] + 0 * torch.sqrt(self.scale - self.scale.detach())}
+        return terms
+
+
+def test_a_non_finite_gradient_stops_training_before_the_optimiser_step(tmp_path):
+    torch.manual_seed(0)
+    model = GradientBreaksAt(step=2)
+    with pytest.raises(TrainingError, match=r"step 2: the gradient norm is nan with a finite loss"):
+        train(tiny_config(iterations=4, checkpoint_every=2), tmp_path, model=model, sampler=SquareSampler())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 class SignalAt(L.Callback):
     """Sends ``signum`` to this process as step ``step`` starts."""
 

@@ -80,10 +80,9 @@ def _first_line(exc: BaseException) -> str:
 
 def _load_failure(exc: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` failed, in a few words: torch's own message is a page long."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch colours its warning
-    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n|$)", text)
+    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n|$)", str(exc))
     if refused is None:
-        return (text.strip().splitlines() or [type(exc).__name__])[0]
+        return _first_line(exc)
     if "Unsupported global" in refused.group(1):
         return (f"it holds Python objects beyond tensors and plain data ({refused.group(1).strip()}); loading "
                 "them could run code, so it is refused: use a checkpoint written by medfss")

@@ -39,7 +39,6 @@ class HostileInput:
     kind: str  # the family of the defect: a row of the outcome table
     detail: str  # the exact defect, for reproduction
     files: dict[str, bytes]  # relative path -> content
-    role: str = ""  # segment/prepare: which file is hostile ("query", "support", "mask", "image", "label")
 
 
 # --- valid material ------------------------------------------------------------------------------
@@ -272,7 +271,7 @@ def _nifti_input(rng, target: str) -> HostileInput:
         folder = "img" if role == "image" else "lab"
         files.pop(f"in/{folder}/case1.nii.gz")
         files[f"in/{folder}/case1{ext}"] = data
-    return HostileInput(target, kind, detail, files, role)
+    return HostileInput(target, kind, f"{role}: {detail}", files)
 
 
 # --- DICOM ---------------------------------------------------------------------------------------
