@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import medfss
 from medfss.checkpoints import export_model, load_model, read_checkpoint
 from medfss.config import OptimConfig, TrainConfig, config_to_dict, load_config
 from medfss.errors import ConfigError, InputFileError
+from medfss.reliability import child_env
 from medfss.reliability.toy import SIZE, SquareSampler, TinySegmenter, build_tiny, tiny_config
 from medfss.training.loop import resume_conflicts, train
 from medfss.training.schedule import build_optimizer
@@ -109,7 +109,7 @@ def test_training_reduces_the_loss_and_logs_every_term(trained):
     lrs = [float(r["lr-SGD"]) for r in read_metrics(run_dir) if r.get("lr-SGD")]
     assert lrs == pytest.approx([0.05 * 0.5 ** (step // 10) for step in range(40)])
     assert load_config(run_dir / "config.yaml") == config
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt", "previous.ckpt"]
 
 
 @pytest.mark.parametrize("grad_clip", [None, 1e-3])
@@ -233,9 +233,8 @@ def test_read_checkpoint_of_the_training_run_holds_model_weights(trained):
 
 DDP_SCRIPT = """
 import json, os, sys
-sys.path.insert(0, {tests!r})
 import torch
-from test_training import SquareSampler, TinySegmenter, tiny_config
+from medfss.reliability.toy import SquareSampler, TinySegmenter, tiny_config
 from medfss.training.loop import train
 from dataclasses import replace
 
@@ -253,8 +252,8 @@ with open(os.path.join({run_dir!r}, f"rank{{rank}}.json"), "w") as fh:
 def test_ddp_on_cpu_two_ranks_see_different_episodes_and_stay_in_sync(tmp_path):
     script = tmp_path / "ddp_run.py"
     run_dir = tmp_path / "run"
-    script.write_text(DDP_SCRIPT.format(tests=str(TESTS_DIR), run_dir=str(run_dir)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    script.write_text(DDP_SCRIPT.format(run_dir=str(run_dir)))
+    env = {**child_env(), "PL_DISABLE_FORK": "1"}  # this checkout's sources, one thread
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
