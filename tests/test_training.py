@@ -206,8 +206,11 @@ def test_load_model_rejects_bad_files_with_a_clear_error(trained, tmp_path):
     no_config = _rewrite({k: v for k, v in good.items() if k != "config"}, tmp_path / "no_config.pt")
     other_model = _rewrite({**good, "config": {**good["config"], "model": {"name": "tiny", "options": {"channels": 4}}}},
                            tmp_path / "other_model.pt")
+    nan_weights = _rewrite({**good, "state_dict": {k: torch.full_like(v, float("nan"))
+                                                   for k, v in good["state_dict"].items()}}, tmp_path / "nan.pt")
     cases = {
         tmp_path / "missing.pt": "checkpoint not found",
+        nan_weights: r"5 weight tensors hold NaN or Inf \(first: \w+\): the training diverged",
         tmp_path / "garbage.pt": "not a readable checkpoint",
         truncated: "not a readable checkpoint",
         tmp_path / "pickled.pt": "not a readable checkpoint",

@@ -103,7 +103,8 @@ def _check_version(stored: Any, path: Path) -> None:
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A training checkpoint or an exported model, loaded with ``weights_only=True`` and checked.
 
-    Raises :class:`InputFileError` for a missing, corrupt, foreign or too new file.
+    Raises :class:`InputFileError` for a missing, corrupt, foreign or too new
+    file, and for non-finite weights.
     """
     path = Path(path)
     if not path.is_file():
@@ -121,6 +122,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     state = data["state_dict"]
     if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise InputFileError(f"{path}: state_dict must map parameter names to tensors")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise InputFileError(f"{path}: {len(broken)} weight tensors hold NaN or Inf (first: {broken[0]}): the "
+                             "training diverged; use an earlier checkpoint")
     return data
 
 

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                   **({} if args.skip_memory else memory_section(workdir, args.data_root)),
                   "not_covered": ["HDF5 readers (no HDF5 reader in medfss yet)",
                                   "registration (not in medfss yet)"],
-                  "provenance": provenance()}
+                  "provenance": provenance(["python", "-m", "medfss.reliability", *sys.argv[1:]])}
     table = format_table(record["fuzz_outcome_table"])
     write_text_atomic(f"# Fuzz outcomes (in process, seed {args.seed})\n\n{table}\n\n"
                       f"# Through the command line\n\n{format_table(record['fuzz_cli_outcome_table'])}\n",
