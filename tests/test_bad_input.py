@@ -96,3 +96,40 @@ def test_atomic_writes_leave_no_temporary_and_honour_the_umask(tmp_path):
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644  # readable by others, like any file the user writes
     assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+
+
+def _hostile(raw_edits: dict, gz: bool = True, array=None) -> bytes:
+    """A phantom NIfTI with header fields overwritten (see medfss.reliability.hostile.FIELDS)."""
+    import gzip
+
+    from medfss.reliability.hostile import nifti_bytes, set_field
+
+    raw = nifti_bytes(make_phantom(shape=(16, 16, 4))[0] if array is None else array, gz=False)
+    for name, value in raw_edits.items():
+        raw = set_field(raw, name, value)
+    return gzip.compress(raw) if gz else raw
+
+
+HOSTILE_HEADERS = {
+    "4000^3 in a small gzip": (_hostile({"dim": (3, 4000, 4000, 4000, 1, 1, 1, 1)}), "more than a .*gzip file can hold"),
+    "4000^3 in a small .nii": (_hostile({"dim": (3, 4000, 4000, 4000, 1, 1, 1, 1)}, gz=False), "but the file has"),
+    "negative size": (_hostile({"dim": (3, -16, 16, 4, 1, 1, 1, 1)}), r"declares the shape \(-16, 16, 4\)"),
+    "zero spacing": (_hostile({"pixdim": (1, 0, 1, 1, 1, 1, 1, 1), "sform_code": 0}), "voxel spacing .* is outside"),
+    "negative spacing": (_hostile({"pixdim": (1, 1, -2, 1, 1, 1, 1, 1)}), r"voxel spacing .* \(header pixdim\)"),
+    "NaN affine": (_hostile({"srow": (np.nan,) + (0.0,) * 11}), "affine .* holds NaN or Inf"),
+    "complex voxels": (_hostile({}, array=np.ones((4, 4, 4), np.complex64)), r"complex64 \(c\) voxels are not"),
+    "RGB voxels": (_hostile({"datatype": 128, "bitpix": 24}), r"colour \(RGB\) voxels are not supported"),
+    "unknown type": (_hostile({"datatype": 9999}), "cannot read NIfTI .*data code 9999"),
+    "4D": (_hostile({}, array=np.ones((4, 4, 4, 3), np.float32)), "expected a 3D volume, got shape"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_HEADERS)
+def test_hostile_headers_give_one_line_errors_before_reading_the_voxels(tmp_path, name):
+    data, message = HOSTILE_HEADERS[name]
+    path = tmp_path / ("x.nii.gz" if data[:2] == b"\x1f\x8b" else "x.nii")
+    path.write_bytes(data)
+    with pytest.raises(InputFileError, match=message) as info:
+        read_nifti(path)
+    assert "\n" not in str(info.value)
+    assert path.read_bytes() == data

@@ -312,8 +312,11 @@ def corrupt(path: Path) -> Path:
 
 BAD_INPUTS = {
     "label absent": (lambda s, t: None, ["--label", "3"], "label 3 is absent from this support mask"),
-    "empty mask": (lambda s, t: {"mask": save(t, "empty", np.zeros((40, 36, 14), np.uint8), np.eye(4))}, [],
-                   "the support mask is empty"),
+    "empty mask": (lambda s, t: {"mask": save(t, "empty", np.zeros((40, 36, 14), np.uint8),
+                                              nib.load(s["image"]).affine)}, [], "the support mask is empty"),
+    "mask off the scan's grid": (lambda s, t: {"mask": save(t, "off", np.ones((40, 36, 14), np.uint8), np.eye(4))},
+                                 [], "off.nii.gz: affine (voxel orientation, spacing or origin) differs from its "
+                                     "scan image.nii.gz"),
     "shape mismatch": (lambda s, t: {"mask": save(t, "small", np.ones((40, 36, 10), np.uint8), np.eye(4))}, [],
                        "small.nii.gz: shape (40, 36, 10) differs from its scan"),
     "2D query": (lambda s, t: {"query": save(t, "flat", np.ones((40, 36), np.float32), np.eye(4))}, [],
@@ -536,27 +539,8 @@ def test_extent_must_be_gt_or_estimated():
 @pytest.mark.slow
 def test_a_512x512x600_ct_segments_within_a_few_gib(checkpoint, tmp_path):
     """Bounded memory: a large CT (600 MiB of float32 voxels) must not need more than a few GiB."""
-    import resource
-    import subprocess
-    import sys
+    from medfss.evaluation.benchmark import segment_peak_memory
 
-    shape = (512, 512, 600)
-    query = np.full(shape, -1000, dtype=np.int16)  # air, HU; int16 as scanners write CT
-    query[128:384, 128:384, 100:500] = 40  # soft tissue
-    query[200:300, 200:300, 200:400] = 200  # the organ
-    nib.save(nib.Nifti1Image(query, np.diag([0.8, 0.8, 1.0, 1.0])), tmp_path / "ct.nii")
-    del query
-    support = np.full((128, 128, 60), -1000, dtype=np.int16)
-    support[32:96, 32:96, 10:50] = 40
-    label = np.zeros(support.shape, np.uint8)
-    label[50:75, 50:75, 20:40] = 1
-    support[label == 1] = 200
-    nib.save(nib.Nifti1Image(support, np.diag([3.2, 3.2, 10.0, 1.0])), tmp_path / "s.nii.gz")
-    nib.save(nib.Nifti1Image(label, np.diag([3.2, 3.2, 10.0, 1.0])), tmp_path / "m.nii.gz")
-    subprocess.run([sys.executable, "-m", "medfss.cli", "segment", "--query", str(tmp_path / "ct.nii"),
-                    "--support-image", str(tmp_path / "s.nii.gz"), "--support-mask", str(tmp_path / "m.nii.gz"),
-                    "--label", "1", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p.nii.gz"),
-                    "--quiet"], check=True)
-    peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
-    assert nib.load(tmp_path / "p.nii.gz").shape == shape
-    assert peak_gib < 4.0, f"peak resident memory {peak_gib:.2f} GiB"
+    measured = segment_peak_memory(tmp_path, (512, 512, 600), checkpoint=checkpoint)
+    assert measured["output_shape"] == [512, 512, 600]
+    assert measured["peak_memory_mib"] < 4096, f"peak resident memory {measured['peak_memory_mib']:.0f} MiB"

@@ -1,7 +1,8 @@
 """The training loop: schedule, learning, exact resumption, checkpoints, export, DDP.
 
 Everything runs on a tiny prototype model and a synthetic "bright square"
-episode sampler, so a run of dozens of steps takes seconds on a CPU.
+episode sampler (:mod:`medfss.reliability.toy`), so a run of dozens of steps
+takes seconds on a CPU.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -18,83 +18,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 import medfss
-from medfss.config import (DataConfig, ModelConfig, OptimConfig, RuntimeConfig, TrainConfig, config_to_dict,
-                           load_config)
-from medfss.data.episodes import Episode
-from medfss.errors import ConfigError, InputFileError
-from medfss.models.base import FewShotSegmenter
 from medfss.checkpoints import export_model, load_model, read_checkpoint
+from medfss.config import OptimConfig, TrainConfig, config_to_dict, load_config
+from medfss.errors import ConfigError, InputFileError
+from medfss.reliability import child_env
+from medfss.reliability.toy import SIZE, SquareSampler, TinySegmenter, build_tiny, tiny_config
 from medfss.training.loop import resume_conflicts, train
 from medfss.training.schedule import build_optimizer
 from medfss.training.stream import StepEpisodes
 
 TESTS_DIR = Path(__file__).resolve().parent
-SIZE = 16
-
-
-class TinySegmenter(FewShotSegmenter):
-    """Cosine prototype matching on a two-layer conv encoder, with dropout.
-
-    The dropout makes each step's loss depend on torch's random generator, so
-    the resume test also checks that randomness is restored.
-    """
-
-    def __init__(self, channels: int = 8):
-        super().__init__(nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.Dropout(0.2),
-                                       nn.Conv2d(channels, channels, 3, padding=1)))
-        self.scale = nn.Parameter(torch.tensor(5.0))
-        self.seen: list[tuple[float, float]] = []  # (query fingerprint, loss) of every loss() call
-
-    def forward(self, episode: Episode) -> torch.Tensor:
-        b, s = episode.support_images.shape[:2]
-        support = self.encoder(episode.support_images.flatten(0, 1))  # [B*S, C, H, W]
-        query = self.encoder(episode.query_images)  # [B, C, H, W]
-        fg = episode.support_masks.flatten(0, 1).unsqueeze(1)  # [B*S, 1, H, W]
-        prototypes = torch.stack([(support * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1)
-                                  for m in (1 - fg, fg)], dim=1)  # [B*S, 2, C]
-        prototypes = prototypes.view(b, s, 2, -1).mean(1)  # [B, 2, C]
-        return self.scale * F.cosine_similarity(query.unsqueeze(1), prototypes[..., None, None], dim=2)
-
-    def loss(self, episode: Episode) -> dict[str, torch.Tensor]:
-        ce = F.cross_entropy(self(episode), episode.query_masks)
-        self.seen.append((float(episode.query_images.sum()), float(ce.detach())))
-        return {"loss": ce, "ce": ce, "scale": self.scale.detach()}
-
-
-def build_tiny(model: ModelConfig) -> TinySegmenter:
-    return TinySegmenter(**model.options)
-
-
-class SquareSampler:
-    """Episodes whose foreground is a bright square at a random place and size."""
-
-    slice_orientation = "LAS"  # as if cut from LAS volumes: checkpoints must carry it
-
-    def _view(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        side = int(rng.integers(4, 8))
-        y, x = rng.integers(0, SIZE - side, 2)
-        mask = torch.zeros(SIZE, SIZE)
-        mask[y:y + side, x:x + side] = 1
-        return torch.from_numpy(rng.normal(0, 0.5, (SIZE, SIZE))).float() + 2 * mask, mask
-
-    def sample(self, rng: np.random.Generator) -> Episode:
-        (support, support_mask), (query, query_mask) = self._view(rng), self._view(rng)
-        return Episode(support_images=support[None, None, None], support_masks=support_mask[None, None],
-                       query_images=query[None, None], query_masks=query_mask[None].long())
-
-
-def tiny_config(iterations: int = 6, checkpoint_every: int = 3, **optim) -> TrainConfig:
-    return TrainConfig(
-        model=ModelConfig(name="tiny", options={"channels": 8}),
-        data=DataConfig(dataset="synthetic-squares", image_size=SIZE),
-        optim=OptimConfig(**{"lr": 0.05, "iterations": iterations, "batch_size": 2, **optim}),
-        runtime=RuntimeConfig(accelerator="cpu", checkpoint_every=checkpoint_every, log_every=1),
-    )
 
 
 def run(config: TrainConfig, run_dir: Path, resume: Path | None = None) -> TinySegmenter:
@@ -172,7 +109,7 @@ def test_training_reduces_the_loss_and_logs_every_term(trained):
     lrs = [float(r["lr-SGD"]) for r in read_metrics(run_dir) if r.get("lr-SGD")]
     assert lrs == pytest.approx([0.05 * 0.5 ** (step // 10) for step in range(40)])
     assert load_config(run_dir / "config.yaml") == config
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt", "previous.ckpt"]
 
 
 @pytest.mark.parametrize("grad_clip", [None, 1e-3])
@@ -239,7 +176,9 @@ def test_checkpoint_loads_weights_only_with_config_and_version(trained):
 def test_export_and_load_model_give_the_trained_model(trained, tmp_path):
     config, run_dir, model = trained
     exported = torch.load(run_dir / "model.pt", weights_only=True)
-    assert set(exported) == {"state_dict", "config", "medfss_version", "model_name", "slice_orientation"}
+    assert set(exported) == {"state_dict", "config", "medfss_version", "model_name", "slice_orientation",
+                             "torch_version", "torch_threads"}
+    assert exported["torch_version"] == torch.__version__ and exported["torch_threads"] == torch.get_num_threads()
     assert exported["slice_orientation"] == "LAS"
     assert set(exported["state_dict"]) == set(model.state_dict())
     episode = SquareSampler().sample(np.random.default_rng(0))
@@ -267,8 +206,11 @@ def test_load_model_rejects_bad_files_with_a_clear_error(trained, tmp_path):
     no_config = _rewrite({k: v for k, v in good.items() if k != "config"}, tmp_path / "no_config.pt")
     other_model = _rewrite({**good, "config": {**good["config"], "model": {"name": "tiny", "options": {"channels": 4}}}},
                            tmp_path / "other_model.pt")
+    nan_weights = _rewrite({**good, "state_dict": {k: torch.full_like(v, float("nan"))
+                                                   for k, v in good["state_dict"].items()}}, tmp_path / "nan.pt")
     cases = {
         tmp_path / "missing.pt": "checkpoint not found",
+        nan_weights: r"5 weight tensors hold NaN or Inf \(first: \w+\): the training diverged",
         tmp_path / "garbage.pt": "not a readable checkpoint",
         truncated: "not a readable checkpoint",
         tmp_path / "pickled.pt": "not a readable checkpoint",
@@ -294,9 +236,8 @@ def test_read_checkpoint_of_the_training_run_holds_model_weights(trained):
 
 DDP_SCRIPT = """
 import json, os, sys
-sys.path.insert(0, {tests!r})
 import torch
-from test_training import SquareSampler, TinySegmenter, tiny_config
+from medfss.reliability.toy import SquareSampler, TinySegmenter, tiny_config
 from medfss.training.loop import train
 from dataclasses import replace
 
@@ -314,8 +255,8 @@ with open(os.path.join({run_dir!r}, f"rank{{rank}}.json"), "w") as fh:
 def test_ddp_on_cpu_two_ranks_see_different_episodes_and_stay_in_sync(tmp_path):
     script = tmp_path / "ddp_run.py"
     run_dir = tmp_path / "run"
-    script.write_text(DDP_SCRIPT.format(tests=str(TESTS_DIR), run_dir=str(run_dir)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    script.write_text(DDP_SCRIPT.format(run_dir=str(run_dir)))
+    env = {**child_env(), "PL_DISABLE_FORK": "1"}  # this checkout's sources, one thread
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -11,7 +11,10 @@ Two kinds of file hold a trained model:
 
 * the *training checkpoint* that Lightning writes every N iterations
   (``checkpoints/last.ckpt``): weights under ``model.``, optimiser, scheduler
-  and loop state, to resume from;
+  and loop state, to resume from. It is written through a temporary file and
+  a rename, and the one it replaces is kept as ``previous.ckpt``: when the
+  newest cannot be read (a disk that filled up, a file copied in half), a
+  resume falls back to the previous one (:func:`resumable_checkpoint`);
 * the *exported model* (``model.pt``): ``{"state_dict", "config",
   "medfss_version", "model_name", "slice_orientation"}`` only, for inference.
 
@@ -19,15 +22,21 @@ Both also hold the run's config as plain data, the medfss version that
 wrote them and the voxel order of the training volumes (``slice_orientation``,
 e.g. "LAS": the model has only seen slices in that layout, so ``medfss
 segment`` puts scans in it; absent from files of medfss 0.1.0 before it was
-recorded), and both are read with ``torch.load(weights_only=True)``: opening
+recorded), the torch version and thread count that computed the weights
+(``torch_version``, ``torch_threads``: on a CPU the thread count changes the
+order of float sums, so two runs are bit-identical only when both match),
+and both are read with ``torch.load(weights_only=True)``: opening
 a checkpoint never runs code from it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
+import re
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,14 +54,21 @@ from medfss.models.registry import build_model_from_config
 from medfss.provenance import provenance
 
 METADATA_KEYS = ("config", "medfss_version", "model_name")
-OPTIONAL_METADATA_KEYS = ("slice_orientation",)
+OPTIONAL_METADATA_KEYS = ("slice_orientation", "torch_version", "torch_threads")  # absent from older files
 LIGHTNING_MARKER = "pytorch-lightning_version"  # present in training checkpoints only
 LIGHTNING_PREFIX = "model."  # the wrapped model's attribute name in the LightningModule
+# What torch.load raises on a damaged file: its unpickler meets broken opcodes, memo keys and storages.
+LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError,
+               TypeError, AttributeError, struct.error, MemoryError)
+PREVIOUS_CHECKPOINT = "previous.ckpt"  # beside last.ckpt: the checkpoint it replaced
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_metadata(config: TrainConfig, slice_orientation: str | None = None) -> dict[str, Any]:
     """What every checkpoint carries beside the weights (plain data only)."""
-    metadata = {"config": config_to_dict(config), "medfss_version": __version__, "model_name": config.model.name}
+    metadata = {"config": config_to_dict(config), "medfss_version": __version__, "model_name": config.model.name,
+                "torch_version": str(torch.__version__), "torch_threads": torch.get_num_threads()}
     if slice_orientation is not None:
         metadata["slice_orientation"] = slice_orientation
     return metadata
@@ -60,6 +76,17 @@ def checkpoint_metadata(config: TrainConfig, slice_orientation: str | None = Non
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words: torch's own message is a page long."""
+    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n|$)", str(exc))
+    if refused is None:
+        return _first_line(exc)
+    if "Unsupported global" in refused.group(1):
+        return (f"it holds Python objects beyond tensors and plain data ({refused.group(1).strip()}); loading "
+                "them could run code, so it is refused: use a checkpoint written by medfss")
+    return f"damaged, or not written by torch.save: {refused.group(1).strip()}"
 
 
 def _check_version(stored: Any, path: Path) -> None:
@@ -76,15 +103,16 @@ def _check_version(stored: Any, path: Path) -> None:
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A training checkpoint or an exported model, loaded with ``weights_only=True`` and checked.
 
-    Raises :class:`InputFileError` for a missing, corrupt, foreign or too new file.
+    Raises :class:`InputFileError` for a missing, corrupt, foreign or too new
+    file, and for non-finite weights.
     """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: checkpoint not found")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise InputFileError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
+    except LOAD_ERRORS as exc:
+        raise InputFileError(f"{path}: not a readable checkpoint ({_load_failure(exc)})") from None
     if not isinstance(data, dict):
         raise InputFileError(f"{path}: not a medfss checkpoint (holds a {type(data).__name__}, not a dict)")
     missing = [k for k in ("state_dict", *METADATA_KEYS) if k not in data]
@@ -94,6 +122,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     state = data["state_dict"]
     if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise InputFileError(f"{path}: state_dict must map parameter names to tensors")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise InputFileError(f"{path}: {len(broken)} weight tensors hold NaN or Inf (first: {broken[0]}): the "
+                             "training diverged; use an earlier checkpoint")
     return data
 
 
@@ -116,6 +148,58 @@ def model_state_dict(data: dict[str, Any]) -> dict[str, torch.Tensor]:
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through a temporary file and a rename: never a half-written checkpoint."""
     return write_atomic(path, lambda tmp: torch.save(obj, tmp), suffix=Path(path).suffix)
+
+
+def save_keeping_previous(obj: Any, path: str | os.PathLike) -> Path:
+    """:func:`save_atomic`, keeping the file it replaces as ``previous.ckpt`` in the same folder.
+
+    ``path`` exists at every moment (a hard link makes the copy; where links
+    are not supported the old file is renamed instead), so a kill at any
+    point leaves a readable newest or previous checkpoint.
+    """
+    path = Path(path)
+    if path.is_file():
+        previous = path.with_name(PREVIOUS_CHECKPOINT)
+        link = previous.with_name(f".tmp-{PREVIOUS_CHECKPOINT}")
+        try:
+            link.unlink(missing_ok=True)
+            os.link(path, link)
+            os.replace(link, previous)
+        except OSError:
+            os.replace(path, previous)
+    return save_atomic(obj, path)
+
+
+def auto_resume(run_dir: str | os.PathLike) -> Path | None:
+    """What ``--resume auto`` resumes from: ``run_dir/checkpoints/last.ckpt`` when a checkpoint was saved.
+
+    None when the run saved none (it starts afresh). :func:`resumable_checkpoint`
+    later falls back to previous.ckpt when last.ckpt is unreadable or missing.
+    """
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return last if last.is_file() or last.with_name(PREVIOUS_CHECKPOINT).is_file() else None
+
+
+def resumable_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` if it is a readable checkpoint, else the ``previous.ckpt`` beside it (with a warning).
+
+    Raises :class:`InputFileError` naming both files when neither can be read.
+    """
+    path = Path(path)
+    try:
+        read_checkpoint(path)
+        return path
+    except InputFileError as exc:
+        newest = exc
+    previous = path.with_name(PREVIOUS_CHECKPOINT)
+    if previous == path or not previous.is_file():
+        raise newest
+    try:
+        read_checkpoint(previous)
+    except InputFileError as older:
+        raise InputFileError(f"cannot resume: {newest}; and {older}") from None
+    log.warning("%s; resuming from the previous checkpoint %s instead", newest, previous)
+    return previous
 
 
 def export_model(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:

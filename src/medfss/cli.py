@@ -175,6 +175,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from medfss.checkpoints import auto_resume
     from medfss.config import load_config
     from medfss.training.loop import train
 
@@ -184,10 +185,9 @@ def cmd_train(args) -> int:
     config = load_config(args.config, overrides)
     resume = args.resume
     if resume == "auto":
-        last = args.run_dir / "checkpoints" / "last.ckpt"
-        resume = last if last.is_file() else None
+        resume = auto_resume(args.run_dir)
         if resume is not None:
-            print(f"resuming from {last}")
+            print(f"resuming from {resume}")
     out = train(config, args.run_dir, resume=resume)
     print(f"wrote {out}")
     return 0
@@ -379,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder for config.yaml, checkpoints, logs and the exported model.pt")
     tr.add_argument("--resume", default=None,
                     help="a training checkpoint to continue exactly where it stopped, or 'auto' for "
-                         "RUN_DIR/checkpoints/last.ckpt when it exists")
+                         "RUN_DIR/checkpoints/last.ckpt when it exists (previous.ckpt when last.ckpt is "
+                         "unreadable); SIGINT / SIGTERM save a checkpoint to resume from")
     _add_data_args(tr)
     tr.set_defaults(func=cmd_train)
 
@@ -532,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except MedfssError as exc:
         print(f"medfss: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except KeyboardInterrupt:
         print("medfss: interrupted", file=sys.stderr)
         return 130

@@ -83,6 +83,7 @@ PathLike = str | os.PathLike
 SliceRange = tuple[int | None, int | None]  # half-open (start, stop) along the query file's slicing axis;
 # None: from the first / to the last slice
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+GRID_TOLERANCE_MM = 1e-2  # a support mask's affine may differ from its scan's by rounding only
 
 
 def default_checkpoint() -> Path:
@@ -494,11 +495,10 @@ def _read_support(image_path: Path, mask_path: Path, labels: Sequence[int], moda
     if image.array.shape != mask.array.shape:
         raise InputFileError(f"{mask_path}: shape {mask.array.shape} differs from its scan {image_path.name} "
                              f"{image.array.shape}")
+    if not np.allclose(mask.affine, image.affine, atol=GRID_TOLERANCE_MM):
+        raise InputFileError(f"{mask_path}: affine (voxel orientation, spacing or origin) differs from its scan "
+                             f"{image_path.name}; the mask must lie on the scan's grid")
     reorientation = Reorientation.of(image.affine, image.array.shape, orientation)
-    if not np.array_equal(Reorientation.of(mask.affine, mask.array.shape, orientation).ornt,
-                          reorientation.ornt):
-        raise InputFileError(f"{mask_path}: voxel orientation differs from its scan {image_path.name}; "
-                             "the mask must lie on the scan's grid")
     values = label_values(mask.array, mask_path)
     present = [int(v) for v in values if v != 0]
     if not present:

@@ -1,5 +1,8 @@
 """Speed and memory of a model preset: training ms per episode, inference per slice and per volume.
 
+:func:`segment_peak_memory` measures ``medfss segment`` end to end on a
+large synthetic CT instead: reading, normalising, predicting and writing.
+
 Timings use random episodes of the preset's size, because the cost of a step
 does not depend on the pixel values; they measure the model, not the data
 pipeline (episode sampling runs in a worker beside training). Each part runs
@@ -10,10 +13,16 @@ CPU, ``torch.cuda.max_memory_allocated`` on a GPU.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
 
 import torch
 
@@ -134,3 +143,76 @@ def format_benchmark(rows: list[dict]) -> str:
                      f"{r['inference_peak_memory_mib']:.0f} |")
     return "\n".join(lines)
 
+
+
+def synthetic_ct(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """An int16 CT in HU (air around a soft-tissue box holding a brighter organ) and its organ mask (uint8)."""
+    x, y, z = shape
+    image = np.full(shape, -1000, dtype=np.int16)
+    image[x // 4: 3 * x // 4, y // 4: 3 * y // 4, z // 6: 5 * z // 6] = 40
+    mask = np.zeros(shape, np.uint8)
+    mask[2 * x // 5: 3 * x // 5, 2 * y // 5: 3 * y // 5, z // 3: 2 * z // 3] = 1
+    image[mask == 1] = 200
+    return image, mask
+
+
+def segment_peak_memory(workdir: str | os.PathLike, shape: tuple[int, int, int] = (512, 512, 600), *,
+                        checkpoint: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+                        timeout_s: float = 3600) -> dict:
+    """Peak resident memory of ``medfss segment`` on a synthetic CT of ``shape`` with one support.
+
+    The query (0.8 x 0.8 x 1 mm, uncompressed int16 as scanners write it)
+    and a 128 x 128 x 60 support with its mask are written to ``workdir``;
+    the command runs in a child process (default model unless
+    ``checkpoint``) and its own peak resident set is read with ``wait4``.
+    """
+    import nibabel as nib
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    query, _ = synthetic_ct(shape, (0.8, 0.8, 1.0))
+    nib.save(nib.Nifti1Image(query, np.diag([0.8, 0.8, 1.0, 1.0])), workdir / "ct.nii")
+    del query
+    support, mask = synthetic_ct((128, 128, 60), (3.2, 3.2, 10.0))
+    support_affine = np.diag([3.2, 3.2, 10.0, 1.0])
+    nib.save(nib.Nifti1Image(support, support_affine), workdir / "support.nii.gz")
+    nib.save(nib.Nifti1Image(mask, support_affine), workdir / "support_mask.nii.gz")
+    out = workdir / "prediction.nii.gz"
+    command = [sys.executable, "-m", "medfss.cli", "segment", "--query", str(workdir / "ct.nii"),
+               "--support-image", str(workdir / "support.nii.gz"), "--support-mask",
+               str(workdir / "support_mask.nii.gz"), "--label", "1", "--out", str(out), "--device", "cpu",
+               "--quiet", *(["--checkpoint", str(checkpoint)] if checkpoint is not None else [])]
+    measured = command_peak_memory(command, workdir, env=env, timeout_s=timeout_s)
+    return {"query_shape": list(shape), "supports": 1, **measured, "output_shape": list(nib.load(out).shape),
+            "checkpoint": str(checkpoint) if checkpoint is not None else "bundled default model"}
+
+
+def command_peak_memory(command: list[str], workdir: str | os.PathLike, *, env: dict[str, str] | None = None,
+                        timeout_s: float = 3600) -> dict:
+    """Run ``command`` (``[python, -m, medfss.cli, ...]``) and measure its own peak resident memory.
+
+    Returns ``{"peak_memory_mib", "wall_s", "command"}``; raises ``RuntimeError``
+    with the end of its stderr when it fails.
+    """
+    start = time.perf_counter()
+    with (Path(workdir) / "stderr.txt").open("w+") as stderr:  # a file: a full pipe would block the child
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = _wait4(proc, timeout_s)
+        stderr.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {stderr.read().strip()[-2000:]}")
+    return {"peak_memory_mib": usage.ru_maxrss / 1024, "wall_s": time.perf_counter() - start,
+            "command": "medfss " + " ".join(command[3:])}
+
+
+def _wait4(proc: subprocess.Popen, timeout_s: float):
+    """``os.wait4`` on ``proc`` (its own rusage, not that of every child), killing it after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+            return pid, status, usage
+        if time.monotonic() > deadline:
+            proc.kill()
+        time.sleep(0.2)

@@ -61,16 +61,22 @@ PUBLISHED: tuple[PublishedRow, ...] = (
 
 
 def find_results(root: str | Path) -> list[tuple[Path, dict]]:
-    """Every ``results.json`` under ``root`` (sorted by path), parsed."""
+    """Every evaluation ``results.json`` under ``root`` (sorted by path), parsed.
+
+    Files of other commands (``results/reliability/results.json``) hold no
+    ``protocol`` and are left out.
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputFileError(f"{root}: not a folder of results")
     found = []
     for path in sorted(root.rglob("results.json")):
         try:
-            found.append((path, json.loads(path.read_text())))
+            result = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InputFileError(f"{path}: not a readable results file ({exc})") from None
+        if "protocol" in result:
+            found.append((path, result))
     return found
 
 

@@ -10,6 +10,10 @@ and torch's generator, which drives dropout and any other random layer, is
 reseeded from (seed, rank, t) before step t. Together with the restored
 weights, optimiser and scheduler, step t after a resume computes what it
 computes in an uninterrupted run.
+
+A non-finite loss or gradient norm stops training with a
+:class:`~medfss.errors.TrainingError` naming the step and every loss term,
+before the optimiser step: the weights and the last checkpoint stay finite.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch.utils.data import DataLoader
 from medfss.checkpoints import checkpoint_metadata
 from medfss.config import TrainConfig
 from medfss.data.episodes import Episode
+from medfss.errors import TrainingError
 from medfss.models.base import FewShotSegmenter
 from medfss.training.schedule import build_optimizer
 from medfss.training.stream import StepEpisodes, torch_step_seed
@@ -56,6 +61,9 @@ class EpisodicModule(L.LightningModule):
         if "loss" not in terms:
             raise KeyError(f"{type(self.model).__name__}.loss() must return the total under 'loss', "
                            f"got {sorted(terms)}")
+        if not torch.isfinite(terms["loss"]):
+            raise TrainingError(f"step {self.global_step}: the loss is not finite "
+                                f"({format_terms(terms)})")
         self.log("loss", terms["loss"].detach(), prog_bar=True, batch_size=episode.batch_size)
         self.log_dict({f"train/{name}": value.detach() for name, value in terms.items()},
                       batch_size=episode.batch_size)
@@ -64,8 +72,13 @@ class EpisodicModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Before any clipping (Lightning clips after this hook): the norm the step would have taken.
         gradients = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if gradients:
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(gradients))
+        if not gradients:
+            return
+        norm = torch.nn.utils.get_total_norm(gradients)
+        # 16-bit mixed precision overflows on purpose: its gradient scaler then skips the step
+        if not torch.isfinite(norm) and self.config.runtime.precision != "16-mixed":
+            raise TrainingError(f"step {self.global_step}: the gradient norm is {float(norm)} with a finite loss")
+        self.log("train/grad_norm", norm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_optimizer(self.model.parameters(), self.config.optim)
@@ -74,6 +87,11 @@ class EpisodicModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.update(checkpoint_metadata(self.config, self.slice_orientation))
+
+
+def format_terms(terms: dict[str, Tensor]) -> str:
+    """``"loss=nan, ce=1.2"``: every scalar term, for messages."""
+    return ", ".join(f"{name}={float(value.detach().float().mean()):.6g}" for name, value in terms.items())
 
 
 class EpisodeDataModule(L.LightningDataModule):

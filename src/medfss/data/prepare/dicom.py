@@ -7,12 +7,13 @@ ImagePositionPatient, ImageOrientationPatient and PixelSpacing (LPS -> RAS).
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medfss.errors import InputFileError
+from medfss.errors import InputFileError, one_line
 
 
 @dataclass(frozen=True)
@@ -38,33 +39,48 @@ class _DicomSlice:
 
 def _dicom_slice(path: Path) -> _DicomSlice:
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
+    # pydicom parses lazily: a damaged element raises any of these when it is first touched
+    errors = (InvalidDicomError, BytesLengthException, OSError, EOFError, ValueError, TypeError, KeyError,
+              IndexError, AttributeError, NotImplementedError, OverflowError, struct.error)
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-        raise InputFileError(f"{path}: cannot read DICOM ({type(exc).__name__}: {exc})") from exc
-    missing = [tag for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
-               if tag not in ds]
+        missing = [tag for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+                   if tag not in ds]
+        geometry = [] if missing else [np.array(getattr(ds, tag), dtype=np.float64).reshape(-1)
+                                       for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")]
+        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+        instance = getattr(ds, "InstanceNumber", None)
+        instance = None if instance is None else int(instance)
+        thickness = float(getattr(ds, "SpacingBetweenSlices", 0) or getattr(ds, "SliceThickness", 0) or 1.0)
+    except errors as exc:
+        raise InputFileError(f"{path}: cannot read DICOM ({one_line(exc)})") from None
     if missing:
         raise InputFileError(f"{path}: DICOM slice lacks {', '.join(missing)}")
+    position, orientation, pixel_spacing = geometry
+    if (position.shape, orientation.shape, pixel_spacing.shape) != ((3,), (6,), (2,)) or not all(
+            np.isfinite(g).all() for g in geometry) or pixel_spacing.min() <= 0 or \
+            np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 0.5:  # not two orthogonal directions
+        raise InputFileError(f"{path}: invalid DICOM geometry (ImagePositionPatient {position.tolist()}, "
+                             f"ImageOrientationPatient {orientation.tolist()}, PixelSpacing {pixel_spacing.tolist()}"
+                             "): a finite point, two orthogonal unit directions and two positive spacings expected")
+    if not np.isfinite([slope, intercept, thickness]).all():
+        raise InputFileError(f"{path}: non-finite RescaleSlope {slope}, RescaleIntercept {intercept} or slice "
+                             f"thickness {thickness}")
     try:
         pixels = ds.pixel_array.astype(np.float32)  # [rows, columns]
-    except (AttributeError, ValueError, RuntimeError, NotImplementedError, TypeError) as exc:
-        raise InputFileError(f"{path}: cannot decode DICOM pixel data ({type(exc).__name__}: {exc})") from exc
+    except errors + (RuntimeError,) as exc:
+        raise InputFileError(f"{path}: cannot decode DICOM pixel data ({one_line(exc)})") from None
     if pixels.ndim != 2:
         raise InputFileError(f"{path}: expected a single-frame greyscale slice, got pixel shape {pixels.shape}")
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    instance = getattr(ds, "InstanceNumber", None)
-    return _DicomSlice(path=path,
-                       position=np.array(ds.ImagePositionPatient, dtype=np.float64),
-                       orientation=np.array(ds.ImageOrientationPatient, dtype=np.float64),
-                       pixel_spacing=np.array(ds.PixelSpacing, dtype=np.float64),
-                       pixels=pixels * np.float32(slope) + np.float32(intercept),
-                       instance=None if instance is None else int(instance),
-                       thickness=float(getattr(ds, "SpacingBetweenSlices", 0) or getattr(ds, "SliceThickness", 0)
-                                       or 1.0))
+    pixels = pixels * np.float32(slope) + np.float32(intercept)
+    if not np.isfinite(pixels).all():
+        raise InputFileError(f"{path}: rescaled pixel values overflow float32 (RescaleSlope {slope}, "
+                             f"RescaleIntercept {intercept})")
+    return _DicomSlice(path=path, position=position, orientation=orientation, pixel_spacing=pixel_spacing,
+                       pixels=pixels, instance=instance, thickness=thickness)
 
 
 def dicom_affine(first_position: np.ndarray, orientation: np.ndarray, pixel_spacing: np.ndarray,
