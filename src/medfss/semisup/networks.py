@@ -46,16 +46,19 @@ class DoubleConv(nn.Module):
 class UNet2d(nn.Module):
     """2D U-Net encoder-decoder returning the embedding of the last decoder stage.
 
-    channels: the widths of the 5 resolution levels (the literature: 16, 32,
-    64, 128, 256); the embedding has ``channels[0]`` channels. H and W must be
+    channels: the widths of the resolution levels (the literature: 16, 32,
+    64, 128, 256); the embedding has ``channels[0]`` channels; dropout: per
+    encoder level (default: the literature's, the deepest ones for fewer levels). H and W must be
     divisible by ``2 ** (len(channels) - 1)``.
     """
 
     spatial_dims = 2
+    DROPOUT = (0.05, 0.1, 0.2, 0.3, 0.5)  # the literature's, per encoder level
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128, 256),
-                 dropout: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5)):
+                 dropout: Sequence[float] | None = None):
         super().__init__()
+        dropout = self.DROPOUT[-len(channels):] if dropout is None else dropout  # fewer levels: the deepest rates
         if len(channels) < 2 or len(dropout) != len(channels):
             raise ValueError(f"channels ({len(channels)}) and dropout ({len(dropout)}) need one entry per "
                              "level, at least 2")
