@@ -124,11 +124,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from medfss.config import load_config
+    from medfss.config import load_config, read_yaml
+    from medfss.semisup.config import is_semisup_yaml
     from medfss.data.io import write_text_atomic
     from medfss.evaluation.benchmark import BenchmarkSettings, benchmark, format_benchmark
     from medfss.provenance import provenance
 
+    if all(is_semisup_yaml(read_yaml(path)) for path in args.config):
+        from medfss.semisup.cli import benchmark_semisup_cli
+        return benchmark_semisup_cli(args)
     settings = BenchmarkSettings(train_steps=args.steps, query_slices=args.query_slices, device=args.device)
     key, _, values = (args.sweep or "").partition("=")
     if args.sweep is not None and not (key and values):

@@ -36,7 +36,7 @@ def evaluate_semisup(args) -> int:
     training_path = Path(args.checkpoint).parent / "training.json"
     training = json.loads(training_path.read_text()) if training_path.is_file() else None
     record = {"label": args.label or f"{data['model_name']} ({config.data.labeled_fraction:.0%} labelled)",
-              **result, "checkpoint": {k: data[k] for k in ("torch_version", "torch_threads", "medfss_version")},
+              **result, "config": data["config"], "checkpoint": {k: data[k] for k in ("torch_version", "torch_threads", "medfss_version")},
               "provenance": provenance()}
     if training is not None:
         record["training"] = {"summary": f"{training['iterations']} it, {training['wall_time_s'] / 60:.0f} min",
@@ -56,4 +56,28 @@ def segment_semisup(args) -> int:
     for label, voxels in counts.items():
         print(f"label {label}: {voxels} voxels")
     print(f"wrote {args.out}")
+    return 0
+
+
+def benchmark_semisup_cli(args) -> int:
+    """``medfss benchmark --config configs/mper_acdc_cpu.yaml [--config ...] [--out F.json]``."""
+    import sys
+
+    from medfss.semisup.benchmark import benchmark_semisup, format_benchmark
+    from medfss.semisup.config import load_semisup_config
+
+    if args.sweep is not None:
+        raise ConfigError("--sweep is for few-shot presets")
+    rows = []
+    for path in args.config:
+        print(f"benchmarking {path} ...", file=sys.stderr)
+        config = load_semisup_config(path, args.set)
+        rows += [{"preset": Path(path).stem, **row}
+                 for row in benchmark_semisup(config, steps=args.steps, device=args.device)]
+    table = format_benchmark(rows)
+    print(table)
+    if args.out is not None:
+        record = {"rows": rows, "table": table, "provenance": provenance()}
+        write_text_atomic(json.dumps(record, indent=2) + "\n", args.out)
+        print(f"wrote {args.out}")
     return 0

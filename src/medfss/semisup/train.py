@@ -54,8 +54,53 @@ from medfss.training.schedule import build_optimizer
 PRETRAIN, SELFTRAIN = 0, 1  # stage tags of the batch streams
 
 
+def supervised_loss(net: SegmentationNet, batch: dict[str, Tensor], *, copy_paste: bool) -> Tensor:
+    """CE + Dice on the labelled images; with ``copy_paste`` on their mixtures, each with another's box."""
+    image, label = batch["labeled"], batch["label"]  # [B, 1, *S], [B, *S]
+    if copy_paste:
+        image = torch.cat(bidirectional(image, image.roll(1, 0), batch["mask"]))
+        label = torch.cat(bidirectional(label, label.roll(1, 0), batch["mask"]))
+    return ce_dice(net(image), label)
+
+
+def pseudo_labels(teacher: SegmentationNet, unlabeled: Tensor) -> tuple[Tensor, Tensor]:
+    """The teacher's (class, confidence) per voxel: [B, *S] each."""
+    teacher.eval()  # Lightning's train() at fit start reaches it too
+    with torch.no_grad():
+        confidence, label = teacher(unlabeled).softmax(dim=1).max(dim=1)
+    return label, confidence
+
+
+def self_training_loss(student: SegmentationNet, teacher: SegmentationNet,
+                       prototypes: MultiPrototypeClassifier | None, batch: dict[str, Tensor],
+                       config: SemiSupConfig, step: int) -> tuple[Tensor, dict[str, Tensor], tuple | None]:
+    """Eq. 6 on the bidirectional copy-paste mixtures of one step (eq. 4 alone without prototypes).
+
+    Returns the loss, its terms, and the arguments of the prototypes' eq. 2
+    update, which must wait for the backward pass (it needs p_t).
+    """
+    mask, model = batch["mask"], config.model
+    pseudo, confidence = pseudo_labels(teacher, batch["unlabeled"])
+    image = torch.cat(bidirectional(batch["labeled"], batch["unlabeled"], mask))  # X^m [B, 1, *S]
+    label = torch.cat(bidirectional(batch["label"], pseudo, mask))  # Y^m [B, *S]
+    trust = torch.cat(bidirectional(torch.ones_like(confidence), confidence, mask))  # 1 on labelled voxels
+    z, logits = student.embed_and_classify(image)
+    cons_linear = ce_dice(logits, label)
+    if prototypes is None:
+        return cons_linear, {"cons_linear": cons_linear}, None
+    voxels, labels = flatten_voxels(z), label.reshape(-1)  # [V, d], [V]
+    keep = trust.reshape(-1) > model.confidence
+    cons_proto = ce_dice(prototypes(z), label) if model.prototype_consistency else zero(cons_linear)
+    contrastive = prototype_infonce(voxels[keep], labels[keep], prototypes, model.tau2)
+    ramp = sigmoid_rampup(step, config.schedule.rampup_iterations or config.schedule.selftrain_iterations)
+    loss = total_loss(cons_linear, cons_proto, contrastive, ramp=ramp, gamma=model.gamma)
+    terms = {"cons_linear": cons_linear, "cons_prototype": cons_proto, "contrastive": contrastive,
+             "ramp": cons_linear.new_tensor(ramp), "kept_voxels": keep.float().mean()}
+    return loss, terms, (voxels.detach(), labels, keep)
+
+
 class SupervisedStage(L.LightningModule):
-    """CE + Dice on labelled batches; with ``copy_paste`` on their copy-paste mixtures (both directions)."""
+    """Stage 1 (``copy_paste``) or the whole of ``supervised-only``: :func:`supervised_loss`."""
 
     def __init__(self, net: SegmentationNet, config: SemiSupConfig, *, copy_paste: bool):
         super().__init__()
@@ -64,14 +109,8 @@ class SupervisedStage(L.LightningModule):
         self.copy_paste = copy_paste
 
     def training_step(self, batch: tuple[int, dict[str, Tensor]], batch_idx: int) -> Tensor:
-        _, b = batch
-        image, label = b["labeled"], b["label"]  # [B, 1, *S], [B, *S]
-        if self.copy_paste:
-            mixed = bidirectional(image, image.roll(1, 0), b["mask"])  # a with b's box, b with a's
-            image = torch.cat(mixed)
-            label = torch.cat(bidirectional(label, label.roll(1, 0), b["mask"]))
-        loss = ce_dice(self.net(image), label)
-        self.log("loss", loss.detach(), batch_size=len(image))
+        loss = supervised_loss(self.net, batch[1], copy_paste=self.copy_paste)
+        self.log("loss", loss.detach(), batch_size=len(batch[1]["labeled"]))
         return loss
 
     def configure_optimizers(self):
@@ -79,7 +118,7 @@ class SupervisedStage(L.LightningModule):
 
 
 class SelfTrainingStage(L.LightningModule):
-    """Mean Teacher with bidirectional copy-paste, and the multi-prototype terms when ``prototypes`` is given."""
+    """Stage 2: :func:`self_training_loss`, then eq. 2 and the teacher's EMA after each optimiser step."""
 
     def __init__(self, student: SegmentationNet, config: SemiSupConfig,
                  prototypes: MultiPrototypeClassifier | None = None):
@@ -88,43 +127,18 @@ class SelfTrainingStage(L.LightningModule):
         self.teacher = make_teacher(student)
         self.prototypes = prototypes
         self.config = config
-
-    def pseudo_labels(self, unlabeled: Tensor) -> tuple[Tensor, Tensor]:
-        """The teacher's (class, confidence) per voxel: [B, *S] each."""
-        self.teacher.eval()  # Lightning's train() at fit start reaches it too
-        with torch.no_grad():
-            confidence, label = self.teacher(unlabeled).softmax(dim=1).max(dim=1)
-        return label, confidence
+        self._update: tuple | None = None
 
     def training_step(self, batch: tuple[int, dict[str, Tensor]], batch_idx: int) -> Tensor:
-        _, b = batch
-        mask, model = b["mask"], self.config.model
-        pseudo, confidence = self.pseudo_labels(b["unlabeled"])
-        image = torch.cat(bidirectional(b["labeled"], b["unlabeled"], mask))  # X^m [B, 1, *S]
-        label = torch.cat(bidirectional(b["label"], pseudo, mask))  # Y^m [B, *S]
-        trust = torch.cat(bidirectional(torch.ones_like(confidence), confidence, mask))  # 1 on labelled voxels
-        z, logits = self.student.embed_and_classify(image)
-        cons_linear = ce_dice(logits, label)
-        terms = {"cons_linear": cons_linear}
-        if self.prototypes is None:
-            loss = cons_linear
-        else:
-            voxels, labels = flatten_voxels(z), label.reshape(-1)  # [V, d], [V]
-            keep = trust.reshape(-1) > model.confidence
-            cons_proto = ce_dice(self.prototypes(z), label) if model.prototype_consistency else zero(cons_linear)
-            contrastive = prototype_infonce(voxels[keep], labels[keep], self.prototypes, model.tau2)
-            ramp = sigmoid_rampup(self.global_step, self.config.schedule.rampup_iterations
-                                  or self.config.schedule.selftrain_iterations)
-            loss = total_loss(cons_linear, cons_proto, contrastive, ramp=ramp, gamma=model.gamma)
-            self._update = (voxels.detach(), labels, keep)  # eq. 2 after the backward pass, which needs p_t
-            terms |= {"cons_prototype": cons_proto, "contrastive": contrastive, "ramp": torch.tensor(ramp),
-                      "kept_voxels": keep.float().mean()}
-        self.log("loss", loss.detach(), batch_size=len(image))
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=len(image))
+        loss, terms, self._update = self_training_loss(self.student, self.teacher, self.prototypes, batch[1],
+                                                       self.config, self.global_step)
+        size = 2 * len(batch[1]["labeled"])
+        self.log("loss", loss.detach(), batch_size=size)
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=size)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.prototypes is not None:
+        if self._update is not None:
             self.prototypes.momentum_update(*self._update)
         ema_update(self.teacher, self.student, self.global_step - 1, self.config.model.ema_decay)
 
