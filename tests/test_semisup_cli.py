@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from medfss.cli import main
+from medfss.evaluation.report import format_report
 from medfss.semisup.checkpoint import is_semisup_checkpoint, load_model
 from tests.test_semisup_data import write_h5
 
@@ -81,6 +82,9 @@ def test_train_then_evaluate_writes_a_model_and_results(tiny_root, tmp_path, dat
     assert set(result["mean"]) == {"dice", "jaccard", "hd95", "asd"}
     assert 0 <= result["mean_dice"] <= 100
     assert result["provenance"]["machine"]["torch_threads"] >= 1 and result["training"]["stages"]
+    report = format_report(tmp_path)
+    assert f"## Semi-supervised segmentation (MPER): {dataset}" in report and "| 50% |" in report
+    assert ("MPER (*published*, MPER paper Table II) | 10%" in report) == (dataset == "ACDC")
 
 
 def test_segment_writes_fixed_class_labels_aligned_with_the_scan(tiny_root, tmp_path, capsys):
@@ -106,3 +110,7 @@ def test_semisup_user_mistakes_exit_2_with_one_line(tiny_root, tmp_path, capsys)
     assert "even" in capsys.readouterr().err
     assert main(["evaluate", "--dataset", "ACDC", "--list", "val.list", "--out", str(tmp_path)]) == 2
     assert "--model is required" in capsys.readouterr().err
+    assert main(["train", "--config", str(config), "--run-dir", str(tmp_path), "--resume", "auto"]) == 2
+    assert "cannot be resumed" in capsys.readouterr().err
+    assert main(["segment", "--query", str(tmp_path / "x.nii.gz"), "--out", str(tmp_path / "y.nii.gz")]) == 2
+    assert "--support-image" in capsys.readouterr().err
