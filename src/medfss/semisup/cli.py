@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from medfss.data.io import write_text_atomic
@@ -77,7 +78,9 @@ def benchmark_semisup_cli(args) -> int:
     table = format_benchmark(rows)
     print(table)
     if args.out is not None:
-        record = {"rows": rows, "table": table, "provenance": provenance()}
+        # timings stretch with other processes on the machine: say how loaded it was
+        record = {"rows": rows, "table": table, "load_average_1_5_15min": list(os.getloadavg()),
+                  "provenance": provenance()}
         write_text_atomic(json.dumps(record, indent=2) + "\n", args.out)
         print(f"wrote {args.out}")
     return 0
