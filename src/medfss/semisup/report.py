@@ -10,6 +10,7 @@ paper and marked as such.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 _MPER = "MPER paper"
@@ -64,8 +65,31 @@ def _order(entry: tuple[Path, dict]) -> tuple:
     return (result["labeled_fraction"], MODEL_ORDER.index(model) if model in MODEL_ORDER else 9, str(path))
 
 
+BENCHMARK_FOLDER = "mper_benchmark"  # medfss benchmark --config configs/mper_*.yaml --out results/mper_benchmark/X.json
+
+
 def semisup_sections(entries: list[tuple[Path, dict]], root: Path) -> list[str]:
-    """Markdown lines of the semi-supervised tables (empty without such results)."""
+    """Markdown lines of the semi-supervised tables and benchmarks (empty without either)."""
+    return _result_sections(entries, root) + _benchmark_sections(root)
+
+
+def _benchmark_sections(root: Path) -> list[str]:
+    lines = []
+    for path in sorted((root / BENCHMARK_FOLDER).glob("*.json")):
+        record = json.loads(path.read_text())
+        prov, load = record["provenance"], record.get("load_average_1_5_15min", ["?"])
+        machine = prov["machine"]
+        device = machine.get("gpu") or f"CPU ({machine['processor']}, {machine['cpu_count']} cores, " \
+            f"{record['rows'][0]['torch_threads']} torch thread(s), load average {load[0]:.1f} while measuring)"
+        lines += [f"## Speed and memory, semi-supervised: {path.stem}", "", f"{device}; {prov['date']}, git "
+                  f"{prov['git_revision']}; `{prov['command']}`. Training: median ms of timed iterations on "
+                  "random batches of the preset's sizes (every loss term and update of the stage); inference: "
+                  "one volume of the size named; peak memory of a fresh process (resident set on CPU).", "",
+                  record["table"], ""]
+    return lines
+
+
+def _result_sections(entries: list[tuple[Path, dict]], root: Path) -> list[str]:
     lines = []
     for dataset in sorted({r["dataset"] for _, r in entries}):
         rows = sorted(((p, r) for p, r in entries if r["dataset"] == dataset), key=_order)
