@@ -125,10 +125,10 @@ def cmd_train(args) -> int:
 
 def cmd_benchmark(args) -> int:
     from medfss.config import load_config, read_yaml
-    from medfss.semisup.config import is_semisup_yaml
     from medfss.data.io import write_text_atomic
     from medfss.evaluation.benchmark import BenchmarkSettings, benchmark, format_benchmark
     from medfss.provenance import provenance
+    from medfss.semisup.config import is_semisup_yaml
 
     if all(is_semisup_yaml(read_yaml(path)) for path in args.config):
         from medfss.semisup.cli import benchmark_semisup_cli
