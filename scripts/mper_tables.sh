@@ -28,3 +28,4 @@ fi
 [ -n "${TRAIN_ONLY:-}" ] && exit 0
 "${medfss[@]}" evaluate --checkpoint "runs/$name/model.pt" --dataset "$dataset" --list "$list" --quiet \
   --label "$model, $(awk "BEGIN{print $fraction*100}") % labelled (${preset}${TAG:+, $TAG: $*})" --out "results/$name"
+"${medfss[@]}" report results --out results/README.md
