@@ -84,7 +84,7 @@ def test_train_then_evaluate_writes_a_model_and_results(tiny_root, tmp_path, dat
     assert result["provenance"]["machine"]["torch_threads"] >= 1 and result["training"]["stages"]
     report = format_report(tmp_path)
     assert f"## Semi-supervised segmentation (MPER): {dataset}" in report and "| 50% |" in report
-    assert ("MPER (*published*, MPER paper Table II) | 10%" in report) == (dataset == "ACDC")
+    assert ("U-Net (*published*, MPER paper Table II) | 100%" in report) == (dataset == "ACDC")
 
 
 def test_segment_writes_fixed_class_labels_aligned_with_the_scan(tiny_root, tmp_path, capsys):
