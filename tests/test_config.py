@@ -30,8 +30,11 @@ def test_a_misspelt_or_bad_free_form_value_fails_when_the_config_is_loaded(overr
 
 
 def test_a_config_of_every_preset_loads():
+    from medfss.config import read_yaml
+    from medfss.semisup.config import is_semisup_yaml, load_semisup_config
+
     for preset in sorted(PRESET.parent.glob("*.yaml")):
-        load_config(preset)
+        (load_semisup_config if is_semisup_yaml(read_yaml(preset)) else load_config)(preset)
 
 
 def test_settings_errors_are_user_errors_and_value_errors():

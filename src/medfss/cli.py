@@ -127,6 +127,13 @@ def cmd_prepare(args) -> int:
 def cmd_evaluate(args) -> int:
     from dataclasses import asdict
 
+    from medfss.semisup.checkpoint import is_semisup_checkpoint
+
+    if args.checkpoint is not None and is_semisup_checkpoint(args.checkpoint):
+        from medfss.semisup.cli import evaluate_semisup
+        return evaluate_semisup(args)
+    if args.list is not None or args.model is None:
+        raise ConfigError("--model is required, and --list only applies to a semi-supervised --checkpoint")
     from medfss.data.datasets import Dataset
     from medfss.data.io import write_text_atomic
     from medfss.evaluation.predictors import predictor_factory
@@ -176,12 +183,16 @@ def cmd_evaluate(args) -> int:
 
 def cmd_train(args) -> int:
     from medfss.checkpoints import auto_resume
-    from medfss.config import load_config
+    from medfss.config import load_config, read_yaml
+    from medfss.semisup.config import is_semisup_yaml
     from medfss.training.loop import train
 
     overrides = list(args.set)
     if args.data_root is not None:
         overrides.append(f"data.data_root={args.data_root}")
+    if is_semisup_yaml(read_yaml(args.config)):  # `task: semi-supervised` at the top of the YAML
+        from medfss.semisup.cli import train_semisup
+        return train_semisup(args.config, overrides, args.run_dir, resume=args.resume)
     config = load_config(args.config, overrides)
     resume = args.resume
     if resume == "auto":
@@ -194,11 +205,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from medfss.config import load_config
+    from medfss.config import load_config, read_yaml
     from medfss.data.io import write_text_atomic
     from medfss.evaluation.benchmark import BenchmarkConfig, benchmark, format_benchmark
     from medfss.provenance import provenance
+    from medfss.semisup.config import is_semisup_yaml
 
+    if all(is_semisup_yaml(read_yaml(path)) for path in args.config):
+        from medfss.semisup.cli import benchmark_semisup_cli
+        return benchmark_semisup_cli(args)
     settings = BenchmarkConfig(train_steps=args.steps, query_slices=args.query_slices, device=args.device)
     key, _, values = (args.sweep or "").partition("=")
     if args.sweep is not None and not (key and values):
@@ -289,7 +304,14 @@ def _spacing_arg(text: str) -> float | str:
 def cmd_segment(args) -> int:
     from medfss.label_names import parse_names
     from medfss.scan_segmentation import describe, segment
+    from medfss.semisup.checkpoint import is_semisup_checkpoint
 
+    if not args.support_image and args.checkpoint is not None and is_semisup_checkpoint(args.checkpoint):
+        from medfss.semisup.cli import segment_semisup
+        return segment_semisup(args)
+    if not args.support_image or args.label is None:
+        raise ConfigError("--support-image, --support-mask and --label are required (only a semi-supervised "
+                          "--checkpoint segments without supports)")
     if len(args.support_image) != len(args.support_mask):
         raise ConfigError(f"give one --support-mask per --support-image, got {len(args.support_image)} "
                           f"images and {len(args.support_mask)} masks")
@@ -300,7 +322,8 @@ def cmd_segment(args) -> int:
         predictor = _registration_predictor(args)
     guide = _guide(args) if args.guidance == "registration" and args.method == "few-shot" else None
     result = segment(args.query, list(zip(args.support_image, args.support_mask)), args.label,
-                     checkpoint=args.checkpoint, predictor=predictor, guide=guide, axis=args.axis, query_range=args.query_range,
+                     checkpoint=args.checkpoint, predictor=predictor, guide=guide, axis=args.axis,
+                     query_range=args.query_range,
                      orientation=args.orientation, modality=args.modality, largest_component=args.largest_component,
                      threshold=args.threshold, device=args.device, batch_size=args.batch_size,
                      label_names=parse_names(args.label_names) if args.label_names else None,
@@ -339,9 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     summary.set_defaults(func=cmd_data_summary)
 
     ev = sub.add_parser("evaluate", help="run the few-shot evaluation protocol (1-way k-shot, 3 chunks)")
-    ev.add_argument("--model", required=True,
-                    help="a no-training baseline (copy-support, intensity-prototype, registration) or a "
-                         "trained model name")
+    ev.add_argument("--model", default=None,
+                    help="a no-training baseline (copy-support, intensity-prototype, registration) or a trained "
+                         "model name (not needed for a semi-supervised --checkpoint)")
     ev.add_argument("--checkpoint", default=None,
                     help="trained weights; '{fold}' in the path is replaced by the fold number")
     ev.add_argument("--dataset", required=True)
@@ -367,10 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--overlays", type=Path, default=None, metavar="DIR",
                     help="also draw every scored prediction with its ground truth under it, one PNG per "
                          "fold, support, class and query (DIR/fold0_support1_liver_query2.png)")
+    ev.add_argument("--list", default=None,
+                    help="semi-supervised models: the list file of volumes to score (a path, or a name in the "
+                         "data set folder, e.g. val.list); reads data/{name}.h5 per name")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
 
-    tr = sub.add_parser("train", help="train an episodic model (self-supervised or supervised)")
+    tr = sub.add_parser("train", help="train an episodic model (self-supervised or supervised), or a "
+                                      "semi-supervised one (a YAML with 'task: semi-supervised')")
     tr.add_argument("--config", required=True, type=Path,
                     help="a preset YAML, e.g. configs/alpnet_cpu.yaml (what it leaves out keeps the defaults)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -409,11 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "all-zero) scans are refused; implausible volumes (outside 1/3 to 3 times the support's) "
                     "and modality mismatches are warned about.")
     seg.add_argument("--query", required=True, type=Path, help="the scan to segment (3D NIfTI)")
-    seg.add_argument("--support-image", required=True, action="append", type=Path,
-                     help="a labelled scan; repeat for several supports (k-shot)")
-    seg.add_argument("--support-mask", required=True, action="append", type=Path,
+    seg.add_argument("--support-image", action="append", type=Path, default=[],
+                     help="a labelled scan; repeat for several supports (k-shot); none for a semi-supervised "
+                          "--checkpoint, which segments its fixed classes")
+    seg.add_argument("--support-mask", action="append", type=Path, default=[],
                      help="the label map of the preceding --support-image (some slices may be unlabelled)")
-    seg.add_argument("--label", required=True, type=_int_list,
+    seg.add_argument("--label", type=_int_list, default=None,
                      help="label value(s) of the support masks to segment, comma-separated, e.g. 1,2")
     seg.add_argument("--out", required=True, type=Path, help="the label NIfTI to write (.nii.gz)")
     seg.add_argument("--checkpoint", type=Path, default=None,

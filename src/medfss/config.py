@@ -229,17 +229,18 @@ def _from_mapping(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
     return cls(**{name: _coerce(v, fields[name], _join(prefix, name)) for name, v in values.items()})
 
 
-def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
-    """A :class:`TrainConfig` from nested plain data; missing keys keep their defaults.
+def config_from_dict(values: Mapping[str, Any], cls: type = TrainConfig) -> Any:
+    """A ``cls`` (default :class:`TrainConfig`) from nested plain data; missing keys keep their defaults.
 
-    The free-form mappings are checked too (:func:`check_free_form`), so a
-    misspelt model option fails here, not when the model is built.
+    A training config's free-form mappings are checked too (:func:`check_free_form`),
+    so a misspelt model option fails here, not when the model is built.
     """
     if not isinstance(values, Mapping):
-        raise ConfigError(f"a config must be a mapping of {sorted(_field_types(TrainConfig))}, "
+        raise ConfigError(f"a config must be a mapping of {sorted(_field_types(cls))}, "
                           f"got {type(values).__name__}")
-    config = _from_mapping(TrainConfig, values, "")
-    check_free_form(config)
+    config = _from_mapping(cls, values, "")
+    if cls is TrainConfig:
+        check_free_form(config)
     return config
 
 
@@ -286,9 +287,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+def config_to_dict(config: Any) -> dict[str, Any]:
     """Nested plain data (dicts, lists, str, numbers, None): YAML- and ``weights_only``-safe."""
-    return {f.name: _plain(dataclasses.asdict(getattr(config, f.name))) for f in dataclasses.fields(config)}
+    return _plain(dataclasses.asdict(config))
 
 
 # --- overrides, files -----------------------------------------------------------------
@@ -332,34 +333,39 @@ def _set_dotted(tree: dict[str, Any], cls: type, keys: list[str], value: Any, do
     _set_dotted(child, child_cls, rest, value, path)
 
 
-def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
-    """A new config with ``section.key=value`` overrides applied, in order, and re-checked."""
+def apply_overrides(config: Any, overrides: Iterable[str]) -> Any:
+    """A new config of the same class with ``section.key=value`` overrides applied, in order, and re-checked."""
     tree = config_to_dict(config)
     for text in overrides:
         keys, value = parse_override(text)
-        _set_dotted(tree, TrainConfig, keys, value)
-    return config_from_dict(tree)
+        _set_dotted(tree, type(config), keys, value)
+    return config_from_dict(tree, type(config))
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
-    """The config of a YAML file (defaults for what it leaves out; none: all defaults) + overrides."""
-    values: Any = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise InputFileError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+def read_yaml(path: str | Path | None) -> Any:
+    """The plain data of a config YAML file (``{}`` for None or an empty file)."""
+    if path is None:
+        return {}
+    path = Path(path)
     try:
-        config = config_from_dict(values)
+        return yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), cls: type = TrainConfig) -> Any:
+    """The ``cls`` config of a YAML file (defaults for what it leaves out; none: all defaults) + overrides."""
+    values = read_yaml(path)
+    try:
+        config = config_from_dict(values, cls)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return apply_overrides(config, overrides)
 
 
-def save_config(config: TrainConfig, path: str | Path) -> Path:
+def save_config(config: Any, path: str | Path) -> Path:
     """Write ``config`` as YAML (a complete config: every field, defaults included)."""
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
     return write_text_atomic(text, path)
