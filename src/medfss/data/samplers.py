@@ -75,13 +75,15 @@ def _slice(volume: np.ndarray, z: int) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(volume[..., z]))
 
 
-def _episode(support: Sequence[tuple[Tensor, Tensor]], query: tuple[Tensor, Tensor]) -> Episode:
+def _episode(support: Sequence[tuple[Tensor, Tensor]], query: tuple[Tensor, Tensor],
+             class_id: int | None = None) -> Episode:
     """Stack S (image, mask) support views and one query view (each ``[H, W]``) into B = 1."""
     return Episode(
         support_images=torch.stack([image for image, _ in support])[None, :, None].float(),  # [1, S, 1, H, W]
         support_masks=torch.stack([mask for _, mask in support])[None].float(),  # [1, S, H, W]
         query_images=query[0][None, None].float(),  # [1, 1, H, W]
         query_masks=query[1][None].long(),  # [1, H, W]
+        class_ids=None if class_id is None else torch.tensor([class_id]),  # [1]
     )
 
 
@@ -238,7 +240,7 @@ class SupervisedSampler:
         query = self._view(query_volume, int(query_z), c)
         if self.augment is not None:
             query = augment_pair(*query, rng, self.augment)
-        return _episode(support, query)
+        return _episode(support, query, int(c))
 
 
 class EpisodeSampler(Protocol):

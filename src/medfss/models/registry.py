@@ -16,7 +16,9 @@ from torch import nn
 
 from medfss.config import ModelConfig
 from medfss.errors import ConfigError
+from medfss.models.adnet import ADNet, ADNetConfig
 from medfss.models.alpnet import ALPNet, ALPNetConfig
+from medfss.models.apscl import APSCL, APSCLConfig
 from medfss.models.base import FewShotSegmenter
 from medfss.models.lmsnet import FLMSNet, FLMSNetConfig, LMSNetConfig, build_lmsnet
 from medfss.models.panet import PANet, PANetConfig
@@ -28,6 +30,8 @@ MODELS: dict[str, tuple[Callable[[nn.Module, object], FewShotSegmenter], type]] 
     "panet": (PANet, PANetConfig),
     "lmsnet": (build_lmsnet, LMSNetConfig),
     "flmsnet": (FLMSNet, FLMSNetConfig),
+    "apscl": (APSCL, APSCLConfig),
+    "adnet": (ADNet, ADNetConfig),
 }
 ENCODER_OPTIONS = ("backbone", "pretrained")
 
