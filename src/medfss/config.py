@@ -56,8 +56,9 @@ class DataConfig:
     test_classes: tuple[str, ...] = ()
     image_size: int = 256  # episodes are resized to image_size x image_size
     shots: int = 1
-    supervision: Literal["self", "supervised"] = "self"
-    superpixels: dict[str, Any] = field(default_factory=dict)  # SuperpixelParams fields to change
+    # self: 2D superpixels (SSL-ALPNet); supervoxels: 3D supervoxels (ADNet); supervised: manual labels
+    supervision: Literal["self", "supervoxels", "supervised"] = "self"
+    superpixels: dict[str, Any] = field(default_factory=dict)  # SuperpixelParams (SupervoxelParams) fields
     augment: dict[str, Any] | None = None  # AugmentParams fields to change; None: the sampler's default
     cache_dir: str | None = None  # superpixel cache; None: <run_dir>/superpixels
 
