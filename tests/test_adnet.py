@@ -66,3 +66,11 @@ def test_explain_maps_hold_the_score_and_the_threshold():
 def test_bad_settings_raise(options):
     with pytest.raises(ValueError):
         ADNetConfig(**options)
+
+
+def test_explain_figure_draws_the_score_and_the_threshold(tmp_path):
+    from medfss.evaluation.explain import explain_figure
+
+    info = explain_figure(slim_adnet(), square_episode(size=32), tmp_path / "adnet.png")
+    assert info["panels"] == 4 and "T = -10.00" in info["description"]
+    assert (tmp_path / "adnet.png").stat().st_size > 1000

@@ -183,3 +183,12 @@ def test_explain_maps_give_attention_rows_summing_to_one():
 def test_bad_settings_raise(options, message):
     with pytest.raises(ValueError, match=message):
         APSCLConfig(**options)
+
+
+def test_explain_figure_draws_the_attention_panels(tmp_path):
+    from medfss.evaluation.explain import explain_figure
+
+    model = slim_apscl()
+    info = explain_figure(model, square_episode(size=32), tmp_path / "apscl.png", index=1)
+    assert info["panels"] == 5 and "W_qs" in info["description"] and model.training
+    assert (tmp_path / "apscl.png").stat().st_size > 1000 and [p.name for p in tmp_path.iterdir()] == ["apscl.png"]
