@@ -192,3 +192,10 @@ def test_explain_figure_draws_the_attention_panels(tmp_path):
     info = explain_figure(model, square_episode(size=32), tmp_path / "apscl.png", index=1)
     assert info["panels"] == 5 and "W_qs" in info["description"] and model.training
     assert (tmp_path / "apscl.png").stat().st_size > 1000 and [p.name for p in tmp_path.iterdir()] == ["apscl.png"]
+
+
+def test_explain_needs_the_spatial_interaction_module():
+    from medfss.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="scl: false"):
+        slim_apscl(scl=False).eval().explain_maps(square_episode(size=32))

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from medfss.data.episodes import Episode
+from medfss.errors import ConfigError
 from medfss.models.apscl.contrastive import spatial_contrastive_loss
 from medfss.models.apscl.decoder import MutualGuidanceDecoder, prototype_logits
 from medfss.models.apscl.fem import FeatureEnrichment
@@ -130,7 +131,8 @@ class APSCL(FewShotSegmenter):
         [L, L] (eq. 4, rows sum to 1), ``grid`` (h, w), and ``logits`` [2, h, w].
         """
         if self.sim is None:
-            raise ValueError("this APSCL was built without the spatial interaction module (scl: false)")
+            raise ConfigError("this APSCL was built without the spatial interaction module (scl: false): "
+                              "it has no attention to draw")
         support, query = self.encode(episode)
         one = slice(index, index + 1)
         logits = self.classify(query[one], support[one], episode.support_masks[one])
