@@ -12,14 +12,14 @@ from scipy import ndimage as ndi
 from medfss.data.datasets import Volume
 from medfss.data.samplers import SupervoxelSampler
 from medfss.data.superpixels import merge_small_regions, superpixels_for_volume
-from medfss.data.supervoxels import SupervoxelParams, compute_supervoxels
+from medfss.data.supervoxels import SupervoxelConfig, compute_supervoxels
 from medfss.data.transforms import AugmentParams
 
 from conftest import make_phantom
 
 SHAPE = (48, 48, 16)
 SPACING = (1.25, 1.25, 3.0)
-PARAMS = SupervoxelParams(segments=30, min_size=6000)  # 6000 at 256^2 -> 211 voxels at 48^2
+PARAMS = SupervoxelConfig(segments=30, min_size=6000)  # 6000 at 256^2 -> 211 voxels at 48^2
 
 
 def phantom(seed: int = 0, case_id: str = "0") -> Volume:
@@ -64,12 +64,12 @@ def test_merging_small_regions_in_3d_goes_through_faces():
 
 def test_supervoxel_settings_name_their_own_cache(tmp_path, volumes_and_supervoxels):
     volume = volumes_and_supervoxels[0][0]
-    assert SupervoxelParams().key != SupervoxelParams(segments=100).key
+    assert SupervoxelConfig().key != SupervoxelConfig(segments=100).key
     first = superpixels_for_volume(volume, PARAMS, tmp_path)
     assert np.array_equal(first, volumes_and_supervoxels[1][0])
     assert [p.name for p in tmp_path.iterdir()] == [f"nonexistent_0_sp-{PARAMS.key}.npz"]
     with pytest.raises(ValueError, match="segments"):
-        SupervoxelParams(segments=0)
+        SupervoxelConfig(segments=0)
 
 
 def test_sampler_draws_two_different_slices_of_one_supervoxel(volumes_and_supervoxels):

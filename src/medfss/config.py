@@ -58,7 +58,7 @@ class DataConfig:
     shots: int = 1
     # self: 2D superpixels (SSL-ALPNet); supervoxels: 3D supervoxels (ADNet); supervised: manual labels
     supervision: Literal["self", "supervoxels", "supervised"] = "self"
-    superpixels: dict[str, Any] = field(default_factory=dict)  # SuperpixelParams (SupervoxelParams) fields
+    superpixels: dict[str, Any] = field(default_factory=dict)  # SuperpixelParams (SupervoxelConfig) fields
     augment: dict[str, Any] | None = None  # AugmentParams fields to change; None: the sampler's default
     cache_dir: str | None = None  # superpixel cache; None: <run_dir>/superpixels
 

@@ -267,7 +267,7 @@ def superpixels_for_volume(volume: Volume, params: SuperpixelParams, cache_dir: 
 
     ``params``: :class:`SuperpixelParams`, or any settings with ``key``,
     ``to_json()`` and ``compute(volume)`` (e.g.
-    :class:`~medfss.data.supervoxels.SupervoxelParams`).
+    :class:`~medfss.data.supervoxels.SupervoxelConfig`).
 
     The file name holds ``params.key``; the file also stores the full settings and a
     fingerprint of the image, and is rebuilt if either differs. ``dataset`` names the

@@ -34,7 +34,7 @@ ALGORITHM_VERSION = 1  # bump when the output of the code below changes: stale c
 
 
 @dataclass(frozen=True)
-class SupervoxelParams:
+class SupervoxelConfig:
     """Settings of the supervoxel pseudolabels; their :attr:`key` names the cache files.
 
     ``segments`` is SLIC's target count per volume (inside the body); with
@@ -80,7 +80,7 @@ class SupervoxelParams:
 
 
 def compute_supervoxels(image: np.ndarray, spacing: tuple[float, float, float],
-                        params: SupervoxelParams = SupervoxelParams()) -> np.ndarray:
+                        params: SupervoxelConfig = SupervoxelConfig()) -> np.ndarray:
     """Supervoxels of a volume ``[H, W, D]`` with voxel ``spacing`` (mm): int32 ``[H, W, D]``.
 
     0 is outside the body; labels 1..n are face-connected 3D regions of at

@@ -32,7 +32,7 @@ def build_episode_sampler(config: TrainConfig, run_dir: str | Path) -> EpisodeSa
     from medfss.data.samplers import (SelfSupervisedSampler, SupervisedSampler, SupervoxelSampler,
                                       setting2_excluded_classes)
     from medfss.data.superpixels import SuperpixelParams, superpixels_for_volumes
-    from medfss.data.supervoxels import SupervoxelParams
+    from medfss.data.supervoxels import SupervoxelConfig
     from medfss.data.transforms import AugmentParams
 
     data = config.data
@@ -46,7 +46,7 @@ def build_episode_sampler(config: TrainConfig, run_dir: str | Path) -> EpisodeSa
             return SupervisedSampler(volumes, dataset.spec, test_classes=data.test_classes, setting=data.setting,
                                      image_size=data.image_size, shots=data.shots, augment=augment)
         supervoxels = data.supervision == "supervoxels"
-        params = _settings(SupervoxelParams if supervoxels else SuperpixelParams, data.superpixels,
+        params = _settings(SupervoxelConfig if supervoxels else SuperpixelParams, data.superpixels,
                            "data.superpixels")
         cache_dir = Path(data.cache_dir) if data.cache_dir is not None else Path(run_dir) / "superpixels"
         pseudolabels = superpixels_for_volumes(volumes, params, cache_dir, dataset=dataset.spec.name)
