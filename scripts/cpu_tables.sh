@@ -18,6 +18,9 @@
 #   for f in 0,2,4 1,3; do TRAIN_ONLY=1 OMP_NUM_THREADS=1 bash scripts/cpu_tables.sh lmsnet CHAOST2 1 $f & done; wait
 #   bash scripts/cpu_tables.sh lmsnet CHAOST2 1 0,1,2,3,4
 # GROUP=upper (with TRAIN_ONLY=1) trains only that test group's models, so groups can train side by side.
+# PARTIAL=1 trains nothing and evaluates a snapshot of each run's last training checkpoint (a run cut
+# short by the time it had), into results/MODEL_cpu[-TAG]-partial/ labelled with the steps done;
+# SUPPORTS=0 narrows the support sweep; GROUP also narrows the evaluated classes to that group.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 dataset=$2 setting=$3 folds=$4
@@ -26,6 +29,7 @@ preset=configs/${model}_cpu.yaml
 name=${model}_cpu${TAG:+-$TAG}
 runs=runs/$name/${dataset}-setting${setting}
 case $dataset in CHAOST2) supports=0,1,2,3 ;; CMR) supports=0,1,2,3,4,5,6 ;; *) supports=0 ;; esac
+supports=${SUPPORTS:-$supports}
 common=(--config "$preset" --set "data.dataset=$dataset" --set "data.cache_dir=runs/superpixels" "$@")
 
 train() {  # run_dir, extra overrides...
@@ -42,6 +46,39 @@ case $dataset in
 esac
 per_group=
 [ "$setting" = 2 ] || [ -n "$supervised" ] && per_group=1
+
+groups_of_run() {  # the run folders of one fold
+  if [ -z "$per_group" ]; then echo "$runs/fold$1"; return; fi
+  for group in "${groups[@]}"; do
+    [ -n "${GROUP:-}" ] && [ "${group%%:*}" != "$GROUP" ] && continue
+    echo "$runs/${group%%:*}-fold$1"
+  done
+}
+
+if [ -n "${PARTIAL:-}" ]; then
+  steps=()
+  for fold in ${folds//,/ }; do
+    for dir in $(groups_of_run "$fold"); do
+      cp "$dir/checkpoints/last.ckpt" "$dir/checkpoints/partial.ckpt"
+      steps+=("$(basename "$dir"):$(.venv/bin/python -c "import sys, torch
+print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['global_step'])" "$dir/checkpoints/partial.ckpt")")
+    done
+  done
+  checkpoint="$runs/fold{fold}/checkpoints/partial.ckpt"
+  [ -n "$per_group" ] && checkpoint="$runs/{group}-fold{fold}/checkpoints/partial.ckpt"
+  classes=()
+  if [ -n "${GROUP:-}" ]; then
+    for group in "${groups[@]}"; do
+      [ "${group%%:*}" = "$GROUP" ] && classes=(--classes "$(echo "${group#*:}" | tr -d '[] ')")
+    done
+  fi
+  .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
+    --setting "$setting" --folds "$folds" --support-index "$supports" --quiet "${classes[@]}" \
+    --label "$model (CPU preset, $kind${TAG:+, $TAG: $*}; PARTIAL, steps done of $(grep -o 'iterations: [0-9]*' "$preset" | grep -o '[0-9]*'): ${steps[*]})" \
+    --out "results/$name-partial/${dataset}-setting${setting}"
+  .venv/bin/medfss report results --out results/README.md
+  exit 0
+fi
 
 for fold in ${folds//,/ }; do
   if [ -z "$per_group" ]; then
