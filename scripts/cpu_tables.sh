@@ -20,7 +20,7 @@
 # GROUP=upper (with TRAIN_ONLY=1) trains only that test group's models, so groups can train side by side.
 # PARTIAL=1 trains nothing and evaluates a snapshot of each run's last training checkpoint (a run cut
 # short by the time it had), into results/MODEL_cpu[-TAG]-partial/ labelled with the steps done;
-# SUPPORTS=0 narrows the support sweep; GROUP also narrows the evaluated classes to that group.
+# SUPPORTS=0 narrows the support sweep; GROUP also narrows the evaluated classes to that group's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 dataset=$2 setting=$3 folds=$4
@@ -55,6 +55,13 @@ groups_of_run() {  # the run folders of one fold
   done
 }
 
+classes=()  # GROUP narrows the evaluation to that group's classes
+if [ -n "${GROUP:-}" ]; then
+  for group in "${groups[@]}"; do
+    [ "${group%%:*}" = "$GROUP" ] && classes=(--classes "$(echo "${group#*:}" | tr -d '[] ')")
+  done
+fi
+
 if [ -n "${PARTIAL:-}" ]; then
   steps=()
   for fold in ${folds//,/ }; do
@@ -66,12 +73,6 @@ print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['global_st
   done
   checkpoint="$runs/fold{fold}/checkpoints/partial.ckpt"
   [ -n "$per_group" ] && checkpoint="$runs/{group}-fold{fold}/checkpoints/partial.ckpt"
-  classes=()
-  if [ -n "${GROUP:-}" ]; then
-    for group in "${groups[@]}"; do
-      [ "${group%%:*}" = "$GROUP" ] && classes=(--classes "$(echo "${group#*:}" | tr -d '[] ')")
-    done
-  fi
   .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
     --setting "$setting" --folds "$folds" --support-index "$supports" --quiet "${classes[@]}" \
     --label "$model (CPU preset, $kind${TAG:+, $TAG: $*}; PARTIAL, steps done of $(grep -o 'iterations: [0-9]*' "$preset" | grep -o '[0-9]*'): ${steps[*]})" \
@@ -97,6 +98,6 @@ done
 checkpoint="$runs/fold{fold}/model.pt"
 [ -n "$per_group" ] && checkpoint="$runs/{group}-fold{fold}/model.pt"
 .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
-  --setting "$setting" --folds "$folds" --support-index "$supports" --quiet \
+  --setting "$setting" --folds "$folds" --support-index "$supports" --quiet "${classes[@]}" \
   --label "$model (CPU preset, $kind${TAG:+, $TAG: $*})" --out "results/$name/${dataset}-setting${setting}"
 .venv/bin/medfss report results --out results/README.md
