@@ -263,7 +263,7 @@ def test_alignment_loss_segments_the_support_with_the_query_prediction():
 
 
 def test_registry_options_reach_what_the_model_computes():
-    assert set(MODELS) == {"alpnet", "panet", "lmsnet", "flmsnet"}
+    assert set(MODELS) == {"alpnet", "panet", "lmsnet", "flmsnet", "apscl", "adnet"}
     episode = square_episode()
     torch.manual_seed(0)
     alpnet = build_model("alpnet", **SLIM, pool_window_eval=1, threshold=0.9, alpha=10.0, align_weight=0.0,
@@ -283,7 +283,7 @@ def test_registry_options_reach_what_the_model_computes():
 
 
 @pytest.mark.parametrize("name, options, message", [
-    ("unet", {}, r"^unknown model 'unet'; valid models: alpnet, panet, lmsnet, flmsnet$"),
+    ("unet", {}, r"^unknown model 'unet'; valid models: alpnet, panet, lmsnet, flmsnet, apscl, adnet$"),
     ("alpnet", {"window": 4}, r"^model 'alpnet': unknown option\(s\) window; valid options: backbone, pretrained, "
                               r"align_weight, bg_weight, fg_weight, pool_window_train, "),
     ("panet", {"pool_window_train": 4}, r"unknown option\(s\) pool_window_train; valid options: backbone, "),
