@@ -6,7 +6,9 @@
 #
 # Self-supervised training (superpixel pseudolabels, no manual labels) with configs/MODEL_cpu.yaml,
 # one model per fold on the other folds' volumes; in setting 2 one model per fold and test group,
-# trained without any slice of that group. Runs live in runs/ (not committed) and resume where
+# trained without any slice of that group. A supervised preset (data.supervision: supervised, e.g.
+# APSCL) trains on the manual labels of the other classes: one model per fold and test group in
+# both settings (CMR, which has no groups: one per class), so no test class is ever a training label. Runs live in runs/ (not committed) and resume where
 # they stopped; finished runs are reused. The evaluation sweeps every support volume of each fold
 # and writes results/MODEL_cpu/DATASET-settingS/results.json, then results/README.md is regenerated.
 # Experiments: TAG=name with extra --set overrides writes runs/ and results/MODEL_cpu-TAG/ instead, e.g.
@@ -15,6 +17,10 @@
 # evaluation of all of them:
 #   for f in 0,2,4 1,3; do TRAIN_ONLY=1 OMP_NUM_THREADS=1 bash scripts/cpu_tables.sh lmsnet CHAOST2 1 $f & done; wait
 #   bash scripts/cpu_tables.sh lmsnet CHAOST2 1 0,1,2,3,4
+# GROUP=upper (with TRAIN_ONLY=1) trains only that test group's models, so groups can train side by side.
+# PARTIAL=1 trains nothing and evaluates a snapshot of each run's last training checkpoint (a run cut
+# short by the time it had), into results/MODEL_cpu[-TAG]-partial/ labelled with the steps done;
+# SUPPORTS=0 narrows the support sweep; GROUP also narrows the evaluated classes to that group's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 dataset=$2 setting=$3 folds=$4
@@ -23,6 +29,7 @@ preset=configs/${model}_cpu.yaml
 name=${model}_cpu${TAG:+-$TAG}
 runs=runs/$name/${dataset}-setting${setting}
 case $dataset in CHAOST2) supports=0,1,2,3 ;; CMR) supports=0,1,2,3,4,5,6 ;; *) supports=0 ;; esac
+supports=${SUPPORTS:-$supports}
 common=(--config "$preset" --set "data.dataset=$dataset" --set "data.cache_dir=runs/superpixels" "$@")
 
 train() {  # run_dir, extra overrides...
@@ -31,21 +38,66 @@ train() {  # run_dir, extra overrides...
   .venv/bin/medfss train "${common[@]}" "$@" --run-dir "$dir" --resume auto
 }
 
+supervised= kind=self-supervised
+grep -q "supervision: supervised" "$preset" && supervised=1 kind=supervised
+case $dataset in
+  CMR) groups=("LV-BP:[LV-BP]" "LV-MYO:[LV-MYO]" "RV:[RV]") ;;
+  *) groups=("upper:[liver, spleen]" "lower:[left_kidney, right_kidney]") ;;
+esac
+per_group=
+[ "$setting" = 2 ] || [ -n "$supervised" ] && per_group=1
+
+groups_of_run() {  # the run folders of one fold
+  if [ -z "$per_group" ]; then echo "$runs/fold$1"; return; fi
+  for group in "${groups[@]}"; do
+    [ -n "${GROUP:-}" ] && [ "${group%%:*}" != "$GROUP" ] && continue
+    echo "$runs/${group%%:*}-fold$1"
+  done
+}
+
+classes=()  # GROUP narrows the evaluation to that group's classes
+if [ -n "${GROUP:-}" ]; then
+  for group in "${groups[@]}"; do
+    [ "${group%%:*}" = "$GROUP" ] && classes=(--classes "$(echo "${group#*:}" | tr -d '[] ')")
+  done
+fi
+
+if [ -n "${PARTIAL:-}" ]; then
+  steps=()
+  for fold in ${folds//,/ }; do
+    for dir in $(groups_of_run "$fold"); do
+      cp "$dir/checkpoints/last.ckpt" "$dir/checkpoints/partial.ckpt"
+      steps+=("$(basename "$dir"):$(.venv/bin/python -c "import sys, torch
+print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['global_step'])" "$dir/checkpoints/partial.ckpt")")
+    done
+  done
+  checkpoint="$runs/fold{fold}/checkpoints/partial.ckpt"
+  [ -n "$per_group" ] && checkpoint="$runs/{group}-fold{fold}/checkpoints/partial.ckpt"
+  .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
+    --setting "$setting" --folds "$folds" --support-index "$supports" --quiet "${classes[@]}" \
+    --label "$model (CPU preset, $kind${TAG:+, $TAG: $*}; PARTIAL, steps done of $(grep -o 'iterations: [0-9]*' "$preset" | grep -o '[0-9]*'): ${steps[*]})" \
+    --out "results/$name-partial/${dataset}-setting${setting}"
+  .venv/bin/medfss report results --out results/README.md
+  exit 0
+fi
+
 for fold in ${folds//,/ }; do
-  if [ "$setting" = 1 ]; then
+  if [ -z "$per_group" ]; then
     train "$runs/fold$fold" --set "data.fold=$fold"
   else
-    train "$runs/upper-fold$fold" --set "data.fold=$fold" --set data.setting=2 --set "data.test_classes=[liver, spleen]"
-    train "$runs/lower-fold$fold" --set "data.fold=$fold" --set data.setting=2 \
-      --set "data.test_classes=[left_kidney, right_kidney]"
+    for group in "${groups[@]}"; do
+      [ -n "${GROUP:-}" ] && [ "${group%%:*}" != "$GROUP" ] && continue
+      train "$runs/${group%%:*}-fold$fold" --set "data.fold=$fold" --set "data.setting=$setting" \
+        --set "data.test_classes=${group#*:}"
+    done
   fi
 done
 
 [ -n "${TRAIN_ONLY:-}" ] && exit 0
 
 checkpoint="$runs/fold{fold}/model.pt"
-[ "$setting" = 2 ] && checkpoint="$runs/{group}-fold{fold}/model.pt"
+[ -n "$per_group" ] && checkpoint="$runs/{group}-fold{fold}/model.pt"
 .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
-  --setting "$setting" --folds "$folds" --support-index "$supports" --quiet \
-  --label "$model (CPU preset, self-supervised${TAG:+, $TAG: $*})" --out "results/$name/${dataset}-setting${setting}"
+  --setting "$setting" --folds "$folds" --support-index "$supports" --quiet "${classes[@]}" \
+  --label "$model (CPU preset, $kind${TAG:+, $TAG: $*})" --out "results/$name/${dataset}-setting${setting}"
 .venv/bin/medfss report results --out results/README.md

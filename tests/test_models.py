@@ -263,7 +263,7 @@ def test_alignment_loss_segments_the_support_with_the_query_prediction():
 
 
 def test_registry_options_reach_what_the_model_computes():
-    assert set(MODELS) == {"alpnet", "panet", "lmsnet", "flmsnet"}
+    assert set(MODELS) == {"alpnet", "panet", "lmsnet", "flmsnet", "apscl", "adnet"}
     episode = square_episode()
     torch.manual_seed(0)
     alpnet = build_model("alpnet", **SLIM, pool_window_eval=1, threshold=0.9, alpha=10.0, align_weight=0.0,
@@ -283,7 +283,7 @@ def test_registry_options_reach_what_the_model_computes():
 
 
 @pytest.mark.parametrize("name, options, message", [
-    ("unet", {}, r"^unknown model 'unet'; valid models: alpnet, panet, lmsnet, flmsnet$"),
+    ("unet", {}, r"^unknown model 'unet'; valid models: alpnet, panet, lmsnet, flmsnet, apscl, adnet$"),
     ("alpnet", {"window": 4}, r"^model 'alpnet': unknown option\(s\) window; valid options: backbone, pretrained, "
                               r"align_weight, bg_weight, fg_weight, pool_window_train, "),
     ("panet", {"pool_window_train": 4}, r"unknown option\(s\) pool_window_train; valid options: backbone, "),
@@ -333,7 +333,10 @@ def test_cpu_configs_build_through_the_training_factory(config_name):
 
 # Presets compared under one budget share every setting with the ALPNet preset of their size, but for
 # the model and the listed exceptions (each with its reason in the preset's comment).
-SAME_BUDGET_EXCEPTIONS = {"lmsnet_cpu": {"optim.grad_clip"}, "flmsnet_cpu": {"optim.grad_clip"}}
+SAME_BUDGET_EXCEPTIONS = {"lmsnet_cpu": {"optim.grad_clip"}, "flmsnet_cpu": {"optim.grad_clip"},
+                          # what the model trains on: manual labels of base classes, 3D supervoxels
+                          **{f"{name}_{size}": {"data.supervision"} for name in ("apscl", "adnet")
+                             for size in ("cpu", "paper")}}
 
 
 def _flat_settings(config_name: str) -> dict[str, object]:
@@ -342,13 +345,15 @@ def _flat_settings(config_name: str) -> dict[str, object]:
             for key, value in values.items()}
 
 
-@pytest.mark.parametrize("config_name", ["panet_cpu", "lmsnet_cpu", "flmsnet_cpu", "panet_paper", "lmsnet_paper"])
+@pytest.mark.parametrize("config_name", ["panet_cpu", "lmsnet_cpu", "flmsnet_cpu", "apscl_cpu", "adnet_cpu",
+                                         "panet_paper", "lmsnet_paper", "apscl_paper", "adnet_paper"])
 def test_presets_share_the_alpnet_budget_but_for_the_model(config_name):
     model_name, size = config_name.split("_")
     ours, alpnet = _flat_settings(config_name), _flat_settings(f"alpnet_{size}")
     exceptions = SAME_BUDGET_EXCEPTIONS.get(config_name, set())
-    assert {k: v for k, v in ours.items() if k not in exceptions} == alpnet
-    assert not exceptions & alpnet.keys()
+    assert {k: v for k, v in ours.items() if k not in exceptions} == {
+        k: v for k, v in alpnet.items() if k not in exceptions}
+    assert all(ours.get(key) != alpnet.get(key) for key in exceptions)  # an exception is a real difference
     config = load_config(REPO_ROOT / "configs" / f"{config_name}.yaml")
     assert config.model.name == model_name
     assert config.model.options == load_config(REPO_ROOT / "configs" / f"alpnet_{size}.yaml").model.options

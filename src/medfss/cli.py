@@ -263,7 +263,7 @@ def cmd_explain(args) -> int:
                                      ).float()[None],
                       query_images=slice_of(query.image, query_z, "bilinear")[None])
     info = explain_figure(model, episode, args.out)
-    print(f"wrote {info['path']}: {info['stages']} stages of {config.model.name} on case {args.query_case} "
+    print(f"wrote {info['path']}: {info['description']} of {config.model.name} on case {args.query_case} "
           f"slice {query_z} ({args.class_name}, support case {args.support_case} slice {support_z})")
     return 0
 
@@ -504,9 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
 
-    ex = sub.add_parser("explain", help="draw an unfolded model's per-stage masks, duals and entropies "
-                                       "(LMS-Net Fig. 7) for one query slice")
-    ex.add_argument("--checkpoint", required=True, type=Path, help="a trained lmsnet or flmsnet model file")
+    ex = sub.add_parser("explain", help="draw what a model computes on one query slice: LMS-Net's per-stage "
+                                       "masks, duals and entropies (Fig. 7), APSCL's spatial attention, "
+                                       "ADNet's anomaly score and threshold")
+    ex.add_argument("--checkpoint", required=True, type=Path,
+                    help="a trained lmsnet, flmsnet, apscl or adnet model file")
     ex.add_argument("--dataset", required=True)
     _add_data_args(ex)
     ex.add_argument("--class", dest="class_name", required=True, help="e.g. liver")

@@ -57,8 +57,9 @@ class DataConfig:
     test_classes: tuple[str, ...] = ()
     image_size: int = 256  # episodes are resized to image_size x image_size
     shots: int = 1
-    supervision: Literal["self", "supervised"] = "self"
-    superpixels: dict[str, Any] = field(default_factory=dict)  # SuperpixelConfig fields to change
+    # self: 2D superpixels (SSL-ALPNet); supervoxels: 3D supervoxels (ADNet); supervised: manual labels
+    supervision: Literal["self", "supervoxels", "supervised"] = "self"
+    superpixels: dict[str, Any] = field(default_factory=dict)  # SuperpixelConfig (SupervoxelConfig) fields
     augment: dict[str, Any] | None = None  # AugmentConfig fields to change; None: the sampler's default
     cache_dir: str | None = None  # superpixel cache; None: <run_dir>/superpixels
 
@@ -252,17 +253,20 @@ def check_free_form(config: TrainConfig) -> None:
     name is a registered model (a custom model passed to the trainer by hand
     checks its own);
     ``data.superpixels`` and ``data.augment`` against
-    :class:`~medfss.data.superpixels.SuperpixelConfig` and
+    :class:`~medfss.data.superpixels.SuperpixelConfig` (or
+    :class:`~medfss.data.supervoxels.SupervoxelConfig`) and
     :class:`~medfss.data.transforms.AugmentConfig`. Imported here, not at the
     top, because they pull in torch and the models.
     """
     from medfss.data.superpixels import SuperpixelConfig
+    from medfss.data.supervoxels import SupervoxelConfig
     from medfss.data.transforms import AugmentConfig
     from medfss.models.registry import MODELS, check_model_options
 
     if config.model.name in MODELS:
         check_model_options(config.model.name, config.model.options)
-    sub_config(SuperpixelConfig, config.data.superpixels, "data.superpixels")
+    pseudolabels = SupervoxelConfig if config.data.supervision == "supervoxels" else SuperpixelConfig
+    sub_config(pseudolabels, config.data.superpixels, "data.superpixels")
     if config.data.augment is not None:
         sub_config(AugmentConfig, config.data.augment, "data.augment")
 

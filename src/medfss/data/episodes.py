@@ -19,6 +19,10 @@ class Episode:
     support_masks: Tensor  # [B, S, H, W] float in {0, 1}: foreground of the episode's class
     query_images: Tensor  # [B, 1, H, W] float
     query_masks: Tensor | None = None  # [B, H, W] long in {0, 1}; None at inference
+    # [B] long: the class each training episode segments, where the sampler knows it (supervised
+    # episodes); losses that compare episodes (APSCL's spatial contrastive loss) read it. None: unknown,
+    # every episode is taken to be of its own class.
+    class_ids: Tensor | None = None
 
     def __post_init__(self):
         b, s, c, h, w = self.support_images.shape
@@ -32,6 +36,8 @@ class Episode:
         if self.query_masks is not None and tuple(self.query_masks.shape) != (
                 b, *self.query_images.shape[-2:]):
             raise ValueError(f"query_masks must be [B, H, W], got {tuple(self.query_masks.shape)}")
+        if self.class_ids is not None and tuple(self.class_ids.shape) != (b,):
+            raise ValueError(f"class_ids must be [B] = ({b},), got {tuple(self.class_ids.shape)}")
 
     @property
     def batch_size(self) -> int:

@@ -1,4 +1,4 @@
-"""Training episode samplers: self-supervised (superpixels) and supervised (base classes).
+"""Training episode samplers: self-supervised (superpixels, supervoxels) and supervised (base classes).
 
 Each sampler turns volumes into 1-way S-shot :class:`Episode` objects with B = 1
 (``Episode.collate`` stacks them), at a fixed ``image_size``: slices are
@@ -75,13 +75,15 @@ def _slice(volume: np.ndarray, z: int) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(volume[..., z]))
 
 
-def _episode(support: Sequence[tuple[Tensor, Tensor]], query: tuple[Tensor, Tensor]) -> Episode:
+def _episode(support: Sequence[tuple[Tensor, Tensor]], query: tuple[Tensor, Tensor],
+             class_id: int | None = None) -> Episode:
     """Stack S (image, mask) support views and one query view (each ``[H, W]``) into B = 1."""
     return Episode(
         support_images=torch.stack([image for image, _ in support])[None, :, None].float(),  # [1, S, 1, H, W]
         support_masks=torch.stack([mask for _, mask in support])[None].float(),  # [1, S, H, W]
         query_images=query[0][None, None].float(),  # [1, 1, H, W]
         query_masks=query[1][None].long(),  # [1, H, W]
+        class_ids=None if class_id is None else torch.tensor([class_id]),  # [1]
     )
 
 
@@ -155,6 +157,79 @@ class SelfSupervisedSampler:
         support = [(image, mask)] + [augment_pair(image, mask, rng, self.augment)
                                      for _ in range(self.shots - 1)]
         return _episode(support, augment_pair(image, mask, rng, self.augment))
+
+
+class SupervoxelSampler:
+    """ADNet's supervoxel episodes (Hansen et al. 2022): support and query are two slices of one 3D pseudolabel.
+
+    An episode draws a supervoxel uniformly among those covering at least
+    ``min_mask_area`` of two or more training slices (after resizing), a
+    query slice among those, and S support slices among the others (with
+    replacement only when fewer than S remain). The mask of each slice is the
+    supervoxel's cross-section there, so the model learns to find the same
+    piece of tissue in a neighbouring slice, as a real support and query show
+    one organ at two positions. The query is transformed as in SSL-ALPNet
+    (``augment``); the supports are left unchanged. ``exclude_classes`` drops
+    slices as in :class:`SelfSupervisedSampler` (setting 2).
+
+    ``supervoxels[i]`` is the int ``[H, W, D]`` map of ``volumes[i]``
+    (:func:`medfss.data.supervoxels.compute_supervoxels`, labels global to the volume).
+    """
+
+    def __init__(self, volumes: Sequence[Volume], supervoxels: Sequence[np.ndarray], *,
+                 image_size: int = 128, shots: int = 1, augment: AugmentConfig = AugmentConfig(),
+                 exclude_classes: Iterable[int] = (), min_mask_area: float = DEFAULT_MIN_MASK_AREA):
+        _check_common(image_size, shots, min_mask_area)
+        if len(volumes) != len(supervoxels):
+            raise ValueError(f"got {len(volumes)} volumes but {len(supervoxels)} supervoxel maps")
+        for volume, supervoxel in zip(volumes, supervoxels):
+            if supervoxel.shape != volume.image.shape:
+                raise ValueError(f"case {volume.case_id}: supervoxels {supervoxel.shape} do not match "
+                                 f"the image {volume.image.shape}")
+        self.image_size = image_size
+        self.shots = shots
+        self.augment = augment
+        self.slice_orientation = volumes_orientation([volume.affine for volume in volumes])  # e.g. "LAS"
+        self.exclude_classes = frozenset(int(c) for c in exclude_classes)
+        self._images = [volume.image for volume in volumes]  # each [H, W, D]
+        self._supervoxels = list(supervoxels)  # each [H, W, D]
+        min_pixels = _min_pixels(min_mask_area, image_size)
+        # (volume, supervoxel label, the slices where it covers >= min_pixels), for those on 2 slices or more
+        self._pseudolabels = [(index, label, slices) for index, volume in enumerate(volumes)
+                              for label, slices in self._slices_by_label(index, volume, min_pixels).items()
+                              if slices.size >= 2]
+        if not self._pseudolabels:
+            raise ValueError("no supervoxel covers two training slices with "
+                             f"{min_pixels} px at {image_size} x {image_size}; lower min_mask_area, "
+                             "use smaller supervoxels or check exclude_classes")
+
+    def _slices_by_label(self, index: int, volume: Volume, min_pixels: int) -> dict[int, np.ndarray]:
+        found: dict[int, list[int]] = {}
+        for z in np.flatnonzero(_slices_without(volume.label, self.exclude_classes)):
+            labels = resize_label(_slice(self._supervoxels[index], int(z)), self.image_size)  # [H, W]
+            counts = torch.bincount(labels.flatten().long()).numpy()
+            counts[0] = 0  # outside the body
+            for label in np.flatnonzero(counts >= min_pixels):
+                found.setdefault(int(label), []).append(int(z))
+        return {label: np.array(zs) for label, zs in found.items()}
+
+    def __len__(self) -> int:
+        """Number of supervoxels that can form an episode."""
+        return len(self._pseudolabels)
+
+    def _view(self, index: int, z: int, label: int) -> tuple[Tensor, Tensor]:
+        image = resize_image(_slice(self._images[index], z), self.image_size)  # [H, W]
+        mask = resize_label(_slice(self._supervoxels[index], z), self.image_size) == label  # [H, W]
+        return image, mask.float()
+
+    def sample(self, rng: np.random.Generator) -> Episode:
+        """One episode with B = 1: support ``[1, S, 1, H, W]``, query ``[1, 1, H, W]``."""
+        index, label, slices = self._pseudolabels[rng.integers(len(self._pseudolabels))]
+        query_z = int(slices[rng.integers(slices.size)])
+        others = slices[slices != query_z]
+        support_z = rng.choice(others, size=self.shots, replace=others.size < self.shots)
+        support = [self._view(index, int(z), label) for z in support_z]
+        return _episode(support, augment_pair(*self._view(index, query_z, label), rng, self.augment))
 
 
 class SupervisedSampler:
@@ -238,7 +313,7 @@ class SupervisedSampler:
         query = self._view(query_volume, int(query_z), c)
         if self.augment is not None:
             query = augment_pair(*query, rng, self.augment)
-        return _episode(support, query)
+        return _episode(support, query, int(c))
 
 
 class EpisodeSampler(Protocol):

@@ -87,6 +87,10 @@ class SuperpixelConfig:
         """``min_size`` for a slice of ``shape``: proportional to its pixel count."""
         return max(1, round(self.min_size * shape[0] * shape[1] / REFERENCE_PIXELS))
 
+    def compute(self, volume: Volume) -> np.ndarray:
+        """The superpixels of ``volume`` (what :func:`superpixels_for_volume` caches)."""
+        return compute_superpixels(volume.image, self)
+
 
 def body_threshold(image: np.ndarray, fraction: float) -> float:
     """Intensity above which a voxel is body: ``min + fraction * (p99 - min)`` over the volume.
@@ -121,9 +125,11 @@ def _relabel_consecutive(labels: np.ndarray) -> np.ndarray:
 
 
 def _contact_counts(labels: np.ndarray, n: int) -> np.ndarray:
-    """Symmetric ``[n + 1, n + 1]`` counts of 4-neighbour pixel pairs between distinct regions > 0."""
+    """Symmetric ``[n + 1, n + 1]`` counts of face-neighbour pairs (4 in 2D, 6 in 3D) between regions > 0."""
     counts = np.zeros((n + 1) * (n + 1), dtype=np.int64)
-    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+    for axis in range(labels.ndim):
+        a = np.take(labels, np.arange(labels.shape[axis] - 1), axis=axis)
+        b = np.take(labels, np.arange(1, labels.shape[axis]), axis=axis)
         touching = (a != b) & (a > 0) & (b > 0)
         counts += np.bincount(a[touching] * (n + 1) + b[touching], minlength=counts.size)
     counts = counts.reshape(n + 1, n + 1)
@@ -133,11 +139,12 @@ def _contact_counts(labels: np.ndarray, n: int) -> np.ndarray:
 def merge_small_regions(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Merge every region smaller than ``min_size`` into its neighbour with the longest shared border.
 
-    ``labels``: int ``[H, W]``, 0 = outside (never merged into). The smallest region is
+    ``labels``: int ``[H, W]`` (or ``[H, W, D]``: supervoxels, faces instead of edges), 0 = outside
+    (never merged into). The smallest region is
     merged first and sizes are updated as regions grow, so the result holds exactly:
     every label of the output has at least ``min_size`` pixels. A small region with no
-    labelled 4-neighbour (an island) is dropped to 0. Returns int32 ``[H, W]`` with
-    labels 1..n.
+    labelled face neighbour (an island) is dropped to 0. Returns int32 labels 1..n of
+    the input's shape; regions connected through faces stay so.
     """
     labels = _relabel_consecutive(labels)
     n = int(labels.max())
@@ -254,6 +261,10 @@ def superpixels_for_volume(volume: Volume, params: SuperpixelConfig, cache_dir: 
                            *, dataset: str | None = None) -> np.ndarray:
     """Superpixels of ``volume`` (int32 ``[H, W, D]``), read from or written to ``cache_dir``.
 
+    ``params``: :class:`SuperpixelConfig`, or any settings with ``key``,
+    ``to_json()`` and ``compute(volume)`` (e.g.
+    :class:`~medfss.data.supervoxels.SupervoxelConfig`).
+
     The file name holds ``params.key``; the file also stores the full settings and a
     fingerprint of the image, and is rebuilt if either differs. ``dataset`` names the
     data set in the file name (default: the folder the image was read from).
@@ -266,7 +277,7 @@ def superpixels_for_volume(volume: Volume, params: SuperpixelConfig, cache_dir: 
     cached = _read_cache(path, params, fingerprint)
     if cached is not None:
         return cached
-    superpixels = compute_superpixels(volume.image, params)
+    superpixels = params.compute(volume)
     _write_cache(path, superpixels, params, fingerprint)
     return superpixels
 

@@ -17,7 +17,9 @@ from torch import nn
 
 from medfss.config import ModelConfig
 from medfss.errors import ConfigError
+from medfss.models.adnet import ADNet, ADNetConfig
 from medfss.models.alpnet import ALPNet, ALPNetConfig
+from medfss.models.apscl import APSCL, APSCLConfig
 from medfss.models.base import FewShotSegmenter
 from medfss.models.lmsnet import FLMSNet, FLMSNetConfig, LMSNetConfig, build_lmsnet
 from medfss.models.panet import PANet, PANetConfig
@@ -29,6 +31,8 @@ MODELS: dict[str, tuple[Callable[[nn.Module, object], FewShotSegmenter], type]] 
     "panet": (PANet, PANetConfig),
     "lmsnet": (build_lmsnet, LMSNetConfig),
     "flmsnet": (FLMSNet, FLMSNetConfig),
+    "apscl": (APSCL, APSCLConfig),
+    "adnet": (ADNet, ADNetConfig),
 }
 ENCODER_OPTIONS = ("backbone", "pretrained")
 DEFAULT_BACKBONE = "resnet101"  # the papers'

@@ -22,14 +22,17 @@ if TYPE_CHECKING:
 def build_episode_sampler(config: TrainConfig, run_dir: str | Path) -> EpisodeSampler:
     """The training episode sampler of ``config``: the fold's training volumes, cut to episodes.
 
-    Self-supervised: superpixel pseudolabels (cached under ``data.cache_dir``,
-    default ``<run_dir>/superpixels``); setting 2 drops the slices of the test
+    Self-supervised: superpixel (or, with ``supervision: supervoxels``,
+    supervoxel) pseudolabels (cached under ``data.cache_dir``, default
+    ``<run_dir>/superpixels``); setting 2 drops the slices of the test
     classes' groups. Supervised: the manual labels of every class but the test
     classes. ``data.augment`` changes the query transforms from SSL-ALPNet's.
     """
     # imported here, not at the top: they pull in MONAI and scikit-image
-    from medfss.data.samplers import SelfSupervisedSampler, SupervisedSampler, setting2_excluded_classes
+    from medfss.data.samplers import (SelfSupervisedSampler, SupervisedSampler, SupervoxelSampler,
+                                      setting2_excluded_classes)
     from medfss.data.superpixels import SuperpixelConfig, superpixels_for_volumes
+    from medfss.data.supervoxels import SupervoxelConfig
     from medfss.data.transforms import AugmentConfig
 
     data = config.data
@@ -42,12 +45,15 @@ def build_episode_sampler(config: TrainConfig, run_dir: str | Path) -> EpisodeSa
         if data.supervision == "supervised":
             return SupervisedSampler(volumes, dataset.spec, test_classes=data.test_classes, setting=data.setting,
                                      image_size=data.image_size, shots=data.shots, augment=augment)
-        params = sub_config(SuperpixelConfig, data.superpixels, "data.superpixels")
+        supervoxels = data.supervision == "supervoxels"
+        params = sub_config(SupervoxelConfig if supervoxels else SuperpixelConfig, data.superpixels,
+                            "data.superpixels")
         cache_dir = Path(data.cache_dir) if data.cache_dir is not None else Path(run_dir) / "superpixels"
-        superpixels = superpixels_for_volumes(volumes, params, cache_dir, dataset=dataset.spec.name)
+        pseudolabels = superpixels_for_volumes(volumes, params, cache_dir, dataset=dataset.spec.name)
         exclude = setting2_excluded_classes(dataset.spec, data.test_classes) if data.setting == 2 else ()
-        return SelfSupervisedSampler(volumes, superpixels, image_size=data.image_size, shots=data.shots,
-                                     exclude_classes=exclude, **({"augment": augment} if augment else {}))
+        sampler = SupervoxelSampler if supervoxels else SelfSupervisedSampler
+        return sampler(volumes, pseudolabels, image_size=data.image_size, shots=data.shots,
+                       exclude_classes=exclude, **({"augment": augment} if augment else {}))
     except ValueError as exc:
         raise ConfigError(f"data: {exc}") from None
 
