@@ -15,8 +15,8 @@ A model with ``explain_maps(episode, index)`` instead gets one row of panels
 
     APSCL   query, P(foreground), support with its mask, then the rows of the
             spatial interaction's attention (eq. 4): W_{q,s} of the query's
-            most foreground cell over the support, W_{s,q} of the support
-            mask's most foreground cell over the query (the cells marked x)
+            most foreground cell q over the support, W_{s,q} of the support
+            mask's most foreground cell s over the query (q and s marked x)
     ADNet   query, the anomaly score A with the learned threshold T, the
             prediction A < T, and the training-time soft mask sigmoid(kappa (T - A))
 """
@@ -118,15 +118,15 @@ def model_panels(model: torch.nn.Module, episode: Episode, index: int = 0) -> li
     up = F.interpolate(probability[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
     heat = {"cmap": "magma", "vmin": 0}
     return [{"title": "query", "image": query, **gray},
-            {"title": "P(foreground)", "image": up, "cmap": "viridis", "vmin": 0, "vmax": 1},
-            {"title": "support and its mask", "image": episode.support_images[index, 0, 0], **gray,
-             "contour": support_mask > 0.5},
-            {"title": "W_qs: query x over support", "image": _grid_row(maps["query_to_support"][query_cell], grid,
-                                                                          support_size),
-             **heat, "point": _cell_centre(support_cell, grid, support_size), "contour": support_mask > 0.5},
-            {"title": "W_sq: support x over query", "image": _grid_row(maps["support_to_query"][support_cell], grid,
-                                                                         size),
-             **heat, "point": _cell_centre(query_cell, grid, size)}]
+            {"title": "P(foreground), cell q (x)", "image": up, "cmap": "viridis", "vmin": 0, "vmax": 1,
+             "point": _cell_centre(query_cell, grid, size)},
+            {"title": "support, mask, cell s (x)", "image": episode.support_images[index, 0, 0], **gray,
+             "contour": support_mask > 0.5, "point": _cell_centre(support_cell, grid, support_size)},
+            {"title": "W_qs: q attends over support", "image": _grid_row(maps["query_to_support"][query_cell],
+                                                                            grid, support_size),
+             **heat, "contour": support_mask > 0.5},
+            {"title": "W_sq: s attends over query", "image": _grid_row(maps["support_to_query"][support_cell],
+                                                                          grid, size), **heat}]
 
 
 def _panels_figure(model: torch.nn.Module, episode: Episode, out_path: str | os.PathLike, index: int,
