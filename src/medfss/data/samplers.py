@@ -87,6 +87,16 @@ def _episode(support: Sequence[tuple[Tensor, Tensor]], query: tuple[Tensor, Tens
     )
 
 
+def _check_pseudolabel_maps(volumes: Sequence[Volume], maps: Sequence[np.ndarray], what: str) -> None:
+    """One ``what`` map per volume, on the volume's grid."""
+    if len(volumes) != len(maps):
+        raise ValueError(f"got {len(volumes)} volumes but {len(maps)} {what} maps")
+    for volume, labels in zip(volumes, maps):
+        if labels.shape != volume.image.shape:
+            raise ValueError(f"case {volume.case_id}: {what}s {labels.shape} do not match the image "
+                             f"{volume.image.shape}")
+
+
 class SelfSupervisedSampler:
     """SSL-ALPNet's superpixel episodes (sec. 3.3): no manual label is used as supervision.
 
@@ -113,12 +123,7 @@ class SelfSupervisedSampler:
                  image_size: int = 128, shots: int = 1, augment: AugmentConfig = AugmentConfig(),
                  exclude_classes: Iterable[int] = (), min_mask_area: float = DEFAULT_MIN_MASK_AREA):
         _check_common(image_size, shots, min_mask_area)
-        if len(volumes) != len(superpixels):
-            raise ValueError(f"got {len(volumes)} volumes but {len(superpixels)} superpixel maps")
-        for volume, superpixel in zip(volumes, superpixels):
-            if superpixel.shape != volume.image.shape:
-                raise ValueError(f"case {volume.case_id}: superpixels {superpixel.shape} do not match "
-                                 f"the image {volume.image.shape}")
+        _check_pseudolabel_maps(volumes, superpixels, "superpixel")
         self.image_size = image_size
         self.shots = shots
         self.augment = augment
@@ -180,12 +185,7 @@ class SupervoxelSampler:
                  image_size: int = 128, shots: int = 1, augment: AugmentConfig = AugmentConfig(),
                  exclude_classes: Iterable[int] = (), min_mask_area: float = DEFAULT_MIN_MASK_AREA):
         _check_common(image_size, shots, min_mask_area)
-        if len(volumes) != len(supervoxels):
-            raise ValueError(f"got {len(volumes)} volumes but {len(supervoxels)} supervoxel maps")
-        for volume, supervoxel in zip(volumes, supervoxels):
-            if supervoxel.shape != volume.image.shape:
-                raise ValueError(f"case {volume.case_id}: supervoxels {supervoxel.shape} do not match "
-                                 f"the image {volume.image.shape}")
+        _check_pseudolabel_maps(volumes, supervoxels, "supervoxel")
         self.image_size = image_size
         self.shots = shots
         self.augment = augment
