@@ -68,24 +68,33 @@ def test_resume_names_both_files_when_neither_checkpoint_is_readable(tmp_path):
         run(tiny_config(), tmp_path, resume=checkpoints / "last.ckpt")
 
 
-class DivergesAt(TinySegmenter):
-    """Its loss becomes NaN at one step."""
+class BreaksAt(TinySegmenter):
+    """At one step, its loss terms become ``break_terms(model, terms)``."""
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, break_terms):
         super().__init__()
-        self.step = step
+        self.step, self.break_terms = step, break_terms
 
     def loss(self, episode):
         terms = super().loss(episode)
-        if len(self.seen) - 1 == self.step:
-            terms = {**terms, "loss": terms["loss"] * float("nan"), "ce": terms["ce"] * float("nan")}
-        return terms
+        return self.break_terms(self, terms) if len(self.seen) - 1 == self.step else terms
+
+
+def diverges_at(step: int) -> BreaksAt:
+    """The loss becomes NaN at ``step``."""
+    return BreaksAt(step, lambda model, t: {**t, "loss": t["loss"] * float("nan"), "ce": t["ce"] * float("nan")})
+
+
+def gradient_breaks_at(step: int) -> BreaksAt:
+    """A finite loss whose gradient is NaN at ``step``: d/du of 0 * sqrt(u) at u = 0."""
+    return BreaksAt(step, lambda model, t: {
+        **t, "loss": t["loss"] + 0 * torch.sqrt(model.scale - model.scale.detach())})
 
 
 def test_a_non_finite_loss_stops_training_naming_step_and_terms_and_keeps_the_last_checkpoint(tmp_path):
     config = tiny_config(iterations=10, checkpoint_every=2)
     torch.manual_seed(0)
-    model = DivergesAt(step=5)
+    model = diverges_at(step=5)
     with pytest.raises(TrainingError, match=r"step 5: the loss is not finite \(loss=nan, ce=nan, scale=\S+\); "
                                             r"training stopped and the last good checkpoint is .*last\.ckpt"):
         train(config, tmp_path, model=model, sampler=SquareSampler())
@@ -96,23 +105,9 @@ def test_a_non_finite_loss_stops_training_naming_step_and_terms_and_keeps_the_la
     assert not (tmp_path / "model.pt").exists()
 
 
-class GradientBreaksAt(TinySegmenter):
-    """A finite loss whose gradient is NaN at one step: d/du of 0 * sqrt(u) at u = 0."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step = step
-
-    def loss(self, episode):
-        terms = super().loss(episode)
-        if len(self.seen) - 1 == self.step:
-            terms = {**terms, "loss": terms["loss"] + 0 * torch.sqrt(self.scale - self.scale.detach())}
-        return terms
-
-
 def test_a_non_finite_gradient_stops_training_before_the_optimiser_step(tmp_path):
     torch.manual_seed(0)
-    model = GradientBreaksAt(step=2)
+    model = gradient_breaks_at(step=2)
     with pytest.raises(TrainingError, match=r"step 2: the gradient norm is nan with a finite loss"):
         train(tiny_config(iterations=4, checkpoint_every=2), tmp_path, model=model, sampler=SquareSampler())
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -87,17 +87,28 @@ def _episode(support: Sequence[tuple[Tensor, Tensor]], query: tuple[Tensor, Tens
     )
 
 
-def _check_pseudolabel_maps(volumes: Sequence[Volume], maps: Sequence[np.ndarray], what: str) -> None:
-    """One ``what`` map per volume, on the volume's grid."""
-    if len(volumes) != len(maps):
-        raise ValueError(f"got {len(volumes)} volumes but {len(maps)} {what} maps")
-    for volume, labels in zip(volumes, maps):
-        if labels.shape != volume.image.shape:
-            raise ValueError(f"case {volume.case_id}: {what}s {labels.shape} do not match the image "
-                             f"{volume.image.shape}")
+class _PseudolabelSampler:
+    """What the samplers of pseudolabels (superpixels, supervoxels) share: the checked inputs and settings."""
+
+    def __init__(self, volumes: Sequence[Volume], maps: Sequence[np.ndarray], what: str, *, image_size: int,
+                 shots: int, augment: AugmentConfig, exclude_classes: Iterable[int], min_mask_area: float):
+        _check_common(image_size, shots, min_mask_area)
+        if len(volumes) != len(maps):
+            raise ValueError(f"got {len(volumes)} volumes but {len(maps)} {what} maps")
+        for volume, labels in zip(volumes, maps):
+            if labels.shape != volume.image.shape:
+                raise ValueError(f"case {volume.case_id}: {what}s {labels.shape} do not match the image "
+                                 f"{volume.image.shape}")
+        self.image_size = image_size
+        self.shots = shots
+        self.augment = augment
+        self.slice_orientation = volumes_orientation([volume.affine for volume in volumes])  # e.g. "LAS"
+        self.exclude_classes = frozenset(int(c) for c in exclude_classes)
+        self._images = [volume.image for volume in volumes]  # each [H, W, D]
+        self._maps = list(maps)  # each [H, W, D] int: the pseudolabels of the volume
 
 
-class SelfSupervisedSampler:
+class SelfSupervisedSampler(_PseudolabelSampler):
     """SSL-ALPNet's superpixel episodes (sec. 3.3): no manual label is used as supervision.
 
     An episode takes a random training slice x and one of its superpixels y, drawn
@@ -122,15 +133,8 @@ class SelfSupervisedSampler:
     def __init__(self, volumes: Sequence[Volume], superpixels: Sequence[np.ndarray], *,
                  image_size: int = 128, shots: int = 1, augment: AugmentConfig = AugmentConfig(),
                  exclude_classes: Iterable[int] = (), min_mask_area: float = DEFAULT_MIN_MASK_AREA):
-        _check_common(image_size, shots, min_mask_area)
-        _check_pseudolabel_maps(volumes, superpixels, "superpixel")
-        self.image_size = image_size
-        self.shots = shots
-        self.augment = augment
-        self.slice_orientation = volumes_orientation([volume.affine for volume in volumes])  # e.g. "LAS"
-        self.exclude_classes = frozenset(int(c) for c in exclude_classes)
-        self._images = [volume.image for volume in volumes]  # each [H, W, D]
-        self._superpixels = list(superpixels)  # each [H, W, D]
+        super().__init__(volumes, superpixels, "superpixel", image_size=image_size, shots=shots, augment=augment,
+                         exclude_classes=exclude_classes, min_mask_area=min_mask_area)
         min_pixels = _min_pixels(min_mask_area, image_size)
         self._slices = [(index, z, candidates)
                         for index, volume in enumerate(volumes)
@@ -143,7 +147,7 @@ class SelfSupervisedSampler:
 
     def _candidates(self, index: int, z: int, min_pixels: int) -> np.ndarray:
         """Superpixel labels of slice ``z`` with at least ``min_pixels`` after resizing."""
-        labels = resize_label(_slice(self._superpixels[index], z), self.image_size)  # [H, W]
+        labels = resize_label(_slice(self._maps[index], z), self.image_size)  # [H, W]
         counts = torch.bincount(labels.flatten().long()).numpy()
         counts[0] = 0  # outside the body
         return np.flatnonzero(counts >= min_pixels)
@@ -157,14 +161,14 @@ class SelfSupervisedSampler:
         index, z, candidates = self._slices[rng.integers(len(self._slices))]
         chosen = candidates[rng.integers(len(candidates))]
         image = resize_image(_slice(self._images[index], z), self.image_size)  # [H, W]
-        labels = resize_label(_slice(self._superpixels[index], z), self.image_size)  # [H, W]
+        labels = resize_label(_slice(self._maps[index], z), self.image_size)  # [H, W]
         mask = (labels == int(chosen)).float()  # [H, W]
         support = [(image, mask)] + [augment_pair(image, mask, rng, self.augment)
                                      for _ in range(self.shots - 1)]
         return _episode(support, augment_pair(image, mask, rng, self.augment))
 
 
-class SupervoxelSampler:
+class SupervoxelSampler(_PseudolabelSampler):
     """ADNet's supervoxel episodes (Hansen et al. 2022): support and query are two slices of one 3D pseudolabel.
 
     An episode draws a supervoxel uniformly among those covering at least
@@ -184,15 +188,8 @@ class SupervoxelSampler:
     def __init__(self, volumes: Sequence[Volume], supervoxels: Sequence[np.ndarray], *,
                  image_size: int = 128, shots: int = 1, augment: AugmentConfig = AugmentConfig(),
                  exclude_classes: Iterable[int] = (), min_mask_area: float = DEFAULT_MIN_MASK_AREA):
-        _check_common(image_size, shots, min_mask_area)
-        _check_pseudolabel_maps(volumes, supervoxels, "supervoxel")
-        self.image_size = image_size
-        self.shots = shots
-        self.augment = augment
-        self.slice_orientation = volumes_orientation([volume.affine for volume in volumes])  # e.g. "LAS"
-        self.exclude_classes = frozenset(int(c) for c in exclude_classes)
-        self._images = [volume.image for volume in volumes]  # each [H, W, D]
-        self._supervoxels = list(supervoxels)  # each [H, W, D]
+        super().__init__(volumes, supervoxels, "supervoxel", image_size=image_size, shots=shots, augment=augment,
+                         exclude_classes=exclude_classes, min_mask_area=min_mask_area)
         min_pixels = _min_pixels(min_mask_area, image_size)
         # (volume, supervoxel label, the slices where it covers >= min_pixels), for those on 2 slices or more
         self._pseudolabels = [(index, label, slices) for index, volume in enumerate(volumes)
@@ -206,7 +203,7 @@ class SupervoxelSampler:
     def _slices_by_label(self, index: int, volume: Volume, min_pixels: int) -> dict[int, np.ndarray]:
         found: dict[int, list[int]] = {}
         for z in np.flatnonzero(_slices_without(volume.label, self.exclude_classes)):
-            labels = resize_label(_slice(self._supervoxels[index], int(z)), self.image_size)  # [H, W]
+            labels = resize_label(_slice(self._maps[index], int(z)), self.image_size)  # [H, W]
             counts = torch.bincount(labels.flatten().long()).numpy()
             counts[0] = 0  # outside the body
             for label in np.flatnonzero(counts >= min_pixels):
@@ -219,7 +216,7 @@ class SupervoxelSampler:
 
     def _view(self, index: int, z: int, label: int) -> tuple[Tensor, Tensor]:
         image = resize_image(_slice(self._images[index], z), self.image_size)  # [H, W]
-        mask = resize_label(_slice(self._supervoxels[index], z), self.image_size) == label  # [H, W]
+        mask = resize_label(_slice(self._maps[index], z), self.image_size) == label  # [H, W]
         return image, mask.float()
 
     def sample(self, rng: np.random.Generator) -> Episode:
