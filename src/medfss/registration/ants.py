@@ -51,12 +51,6 @@ class RegistrationConfig:
         require(isinstance(self.threads, int) and self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
         require(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
 
-    def describe(self) -> str:
-        """A short name for tables: e.g. "syn mattes (40, 20, 0)"."""
-        if self.transform == "affine":
-            return f"affine {self.metric}"
-        return f"syn {self.metric} {tuple(self.syn_iterations)}"
-
 
 def _ants():
     try:
