@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -57,6 +59,31 @@ def test_registration_recovers_a_moved_organ(transform):
     probability = predictor.segment_volume([SupportScan(moving, moving_mask, (1.0, 1.0, 2.0))], fixed, (1.0, 1.0, 2.0))
     assert probability.shape == fixed.shape and set(np.unique(probability)) <= {0.0, 1.0}
     assert dice(probability > 0.5, fixed_mask) > 0.95
+
+
+def test_a_large_volume_is_registered_on_a_coarser_copy_and_warped_onto_its_full_grid():
+    from medfss.registration.ants import coarsening_factor, register
+
+    assert coarsening_factor((64, 64, 24), 64 * 64 * 24) == 1.0
+    assert coarsening_factor((64, 64, 24), 64 * 64 * 24 // 8) == pytest.approx(2.0)
+    fixed, fixed_mask = blob_volume((4, -3, 2))
+    moving, moving_mask = blob_volume()
+    registration = register(fixed, (1.0, 1.0, 2.0), moving, (1.0, 1.0, 2.0),
+                            RegistrationConfig(transform="affine", threads=1, max_voxels=64 * 64 * 24 // 8))
+    assert registration.fixed.shape == fixed.shape  # the reference grid is the full query grid
+    warped = registration.warp(moving_mask.astype(np.float32), (1.0, 1.0, 2.0), interpolator="nearestNeighbor")
+    assert warped.shape == fixed.shape and warped.dtype == np.float32
+    assert dice(warped > 0.5, fixed_mask) > 0.9
+
+
+def test_max_voxels_enters_the_cache_key_only_where_it_coarsens(tmp_path):
+    from medfss.registration.predictor import RegistrationPredictor
+
+    small, large = RegistrationPredictor(cache_dir=tmp_path), \
+        RegistrationPredictor(RegistrationConfig(max_voxels=2 ** 23), cache_dir=tmp_path)
+    key = ("a", "b")
+    assert small._folder(key, [(64, 64, 24)]) == large._folder(key, [(64, 64, 24)])
+    assert small._folder(key, [(512, 512, 600)]) != large._folder(key, [(512, 512, 600)])
 
 
 def test_registrations_are_cached_per_image_pair_and_votes_are_fractions(monkeypatch):
@@ -253,3 +280,77 @@ def test_segment_with_registration_guidance_reports_what_it_used(tmp_path, check
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["inputs"]["model"]["guidance"]["registration"]["transform"] == "affine"
     assert summary["classes"]["1"]["guidance"]["registered_supports"] == 1
+
+
+def _run(fold: int, dice: float):
+    from medfss.evaluation.metrics import SegmentationScores
+    from medfss.evaluation.protocol import QueryResult, RunResult
+
+    scores = SegmentationScores(dice=dice, jaccard=0.0, hd95=0.0, asd=0.0)
+    return RunResult(fold, 0, ("s",), "liver", (QueryResult("q", scores),))
+
+
+def test_nested_selection_chooses_each_fold_on_the_other_folds_only():
+    from medfss.evaluation.protocol import EvaluationResult
+    from medfss.registration.guided import GuidanceConfig
+    from medfss.registration.selection import nested_selection
+
+    protocol = ProtocolConfig(dataset="TOY", classes=("liver",), folds=(0, 1, 2), extent="estimated")
+    dice = {GuidanceConfig(network_weight=0.0): (90, 10, 10),  # best on fold 0 only
+            GuidanceConfig(network_weight=0.5): (0, 60, 60),  # best on folds 1 and 2
+            GuidanceConfig(network_weight=1.0): (55, 55, 55)}
+    results = {c: EvaluationResult("x", protocol, tuple(_run(f, d) for f, d in enumerate(v)), 0.0)
+               for c, v in dice.items()}
+    selection = nested_selection(results)
+    chosen = {f: c["config"]["network_weight"] for f, c in selection["folds"].items()}
+    assert chosen == {"0": 0.5, "1": 1.0, "2": 1.0}  # fold 0's own 90 never counts for fold 0
+    assert [selection["folds"][f]["test_mean_dice"] for f in "012"] == [0, 55, 55]
+    assert selection["folds"]["0"]["inner_mean_dice"] == 60
+    assert selection["nested_mean_dice"] == pytest.approx(110 / 3)
+    assert selection["best_overall"] == {"config": asdict(GuidanceConfig(network_weight=1.0)), "mean_dice": 55}
+
+
+def test_a_sweep_scores_each_fusion_as_the_evaluation_of_that_guided_predictor(pair_dataset):
+    from medfss.registration.guided import GuidanceConfig, GuidedPredictor
+    from medfss.registration.selection import FusionGrid, sweep
+
+    image, mask = blob_volume()
+    data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
+    protocol = ProtocolConfig(dataset="TOY", folds=(0,), extent="estimated")
+    configs = FusionGrid(network_weights=(0.0, 0.5, 1.0), prior_sigmas_mm=(0.0, 3.0)).configs()
+    results = sweep(data, lambda f, c: ConstantNetwork(0.7), IdentityRegistrations(), protocol, configs,
+                    progress=False)
+    assert list(results) == configs
+    for config in configs:
+        evaluated = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), IdentityRegistrations(), config),
+                             protocol, progress=False)
+        assert results[config].mean_dice == pytest.approx(evaluated.mean_dice, abs=1e-4), config
+    assert results[GuidanceConfig(network_weight=0.0, prior_sigma_mm=0.0)].mean_dice == pytest.approx(100)
+    assert results[GuidanceConfig(network_weight=1.0, prior_sigma_mm=0.0)].mean_dice < 90
+
+
+def test_a_sweep_refuses_the_gt_extent(pair_dataset):
+    from medfss.registration.selection import FusionGrid, sweep
+
+    image, mask = blob_volume()
+    data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
+    with pytest.raises(ConfigError, match="estimated"):
+        sweep(data, lambda f, c: ConstantNetwork(0.7), IdentityRegistrations(),
+              ProtocolConfig(dataset="TOY", folds=(0,)), FusionGrid().configs(), progress=False)
+
+
+def test_a_guidance_selection_file_is_read_per_fold_or_refused(tmp_path):
+    import json
+
+    from medfss.registration.guided import GuidanceConfig
+    from medfss.registration.selection import read_fold_configs
+
+    path = tmp_path / "selection.json"
+    config = GuidanceConfig(network_weight=0.25, prior_sigma_mm=2.5, support_slices="registered")
+    path.write_text(json.dumps({"selection": {"folds": {"3": {"config": asdict(config)}}}}))
+    assert read_fold_configs(path) == {3: config}
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_fold_configs(tmp_path / "missing.json")
+    path.write_text(json.dumps({"selection": {"folds": {"3": {"config": {"network_weight": 2.0}}}}}))
+    with pytest.raises(ConfigError, match="not a selection file"):
+        read_fold_configs(path)

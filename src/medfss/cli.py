@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from medfss import __version__
@@ -21,6 +22,13 @@ def _int_list(text: str) -> list[int]:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def announce_new_folder(folder: Path) -> None:
@@ -69,12 +77,35 @@ def _add_guidance_args(parser: argparse.ArgumentParser, default: str) -> None:
                        help="support slices for the network: the chunk rule, or slice z of the warped supports")
 
 
-def _guide(args):
-    from medfss.registration.guided import GuidanceConfig, Guide
+def _guidance_config(args):
+    from medfss.registration.guided import GuidanceConfig
 
     given = {"network_weight": args.guidance_weight, "prior_sigma_mm": args.guidance_sigma_mm,
              "support_slices": args.guidance_support_slices}
-    return Guide(_registration_predictor(args), GuidanceConfig(**{k: v for k, v in given.items() if v is not None}))
+    return GuidanceConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def _guide(args):
+    from medfss.registration.guided import Guide
+
+    fold_configs = {}
+    if getattr(args, "guidance_selection", None) is not None:
+        from medfss.registration.selection import read_fold_configs
+
+        fold_configs = read_fold_configs(args.guidance_selection)
+        missing = sorted(set(args.folds) - set(fold_configs))
+        if missing:
+            raise ConfigError(f"{args.guidance_selection} chose no guidance for folds {missing}: "
+                              f"it holds folds {sorted(fold_configs)}")
+    return Guide(_registration_predictor(args), _guidance_config(args), fold_configs)
+
+
+def _guidance_record(guide) -> dict:
+    """What a guided run used, for results.json and segment summaries."""
+    record = {"registration": asdict(guide.registration.config), **asdict(guide.config)}
+    if guide.fold_configs:
+        record["fold_configs"] = {str(f): asdict(c) for f, c in sorted(guide.fold_configs.items())}
+    return record
 
 
 def cmd_data_summary(args) -> int:
@@ -124,9 +155,71 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
-    from dataclasses import asdict
+def _add_protocol_args(parser: argparse.ArgumentParser) -> None:
+    """The protocol's data set, folds and supports (evaluate, select-guidance)."""
+    parser.add_argument("--dataset", required=True)
+    _add_data_args(parser)
+    parser.add_argument("--setting", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--folds", type=_int_list, default=[0, 1, 2, 3, 4], help="comma-separated, e.g. 0,1,2,3,4")
+    parser.add_argument("--shots", type=int, default=1)
+    parser.add_argument("--support-index", type=_int_list, default=[0],
+                        help="support volume(s) within each test fold; several are averaged (e.g. 0,1,2)")
+    parser.add_argument("--classes", default=None, help="comma-separated subset of the evaluated classes")
+    parser.add_argument("--chunks", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
 
+
+def _protocol(args, extent: str):
+    """The data set and the :class:`ProtocolConfig` of ``_add_protocol_args``' arguments."""
+    from medfss.data.datasets import Dataset
+    from medfss.evaluation.protocol import ProtocolConfig
+
+    dataset = Dataset.from_name(args.dataset, args.data_root)
+    classes = tuple(args.classes.split(",")) if args.classes else dataset.spec.eval_classes
+    for name in classes:
+        dataset.spec.class_index(name)  # fails early on a misspelt class
+    return dataset, ProtocolConfig(dataset=dataset.spec.name, classes=classes, folds=tuple(args.folds),
+                                   support_indices=tuple(args.support_index), shots=args.shots,
+                                   chunks=args.chunks, setting=args.setting, seed=args.seed, extent=extent)
+
+
+def cmd_select_guidance(args) -> int:
+    from medfss.data.io import write_text_atomic
+    from medfss.evaluation.predictors import predictor_factory
+    from medfss.provenance import provenance
+    from medfss.registration.selection import FusionGrid, nested_selection, sweep
+
+    dataset, config = _protocol(args, "estimated")
+    grid = FusionGrid(support_slices=args.support_slices, network_weights=args.weights,
+                      prior_sigmas_mm=args.sigmas_mm)
+    configs = grid.configs(_guidance_config(args))
+    networks_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device)
+    announce_new_folder(args.out)
+    registration = _registration_predictor(args)
+    results = sweep(dataset, networks_for, registration, config, configs, progress=not args.quiet)
+    selection = nested_selection(results)
+    for fold, choice in selection["folds"].items():
+        chosen = choice["config"]
+        print(f"fold {fold}: w={chosen['network_weight']:g} sigma={chosen['prior_sigma_mm']:g} mm "
+              f"support slices {chosen['support_slices']} (other folds {choice['inner_mean_dice']:.2f}) "
+              f"-> Dice {choice['test_mean_dice']:.2f}")
+    best = selection["best_overall"]
+    print(f"nested cross-validation Dice {selection['nested_mean_dice']:.2f}; best over all folds: "
+          f"w={best['config']['network_weight']:g} sigma={best['config']['prior_sigma_mm']:g} mm "
+          f"{best['config']['support_slices']} ({best['mean_dice']:.2f}, not a test score)")
+    record = {"model": args.model, "checkpoint": args.checkpoint, "protocol": config.resolved(dataset.spec).to_dict(),
+              "grid": asdict(grid), "registration": asdict(registration.config), "selection": selection,
+              "provenance": provenance()}
+    if args.checkpoint is not None:
+        record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, config.resolved(
+            dataset.spec).classes)
+    out = Path(args.out) / "selection.json"
+    write_text_atomic(json.dumps(record, indent=2) + "\n", out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
     from medfss.semisup.checkpoint import is_semisup_checkpoint
 
     if args.checkpoint is not None and is_semisup_checkpoint(args.checkpoint):
@@ -134,29 +227,16 @@ def cmd_evaluate(args) -> int:
         return evaluate_semisup(args)
     if args.list is not None or args.model is None:
         raise ConfigError("--model is required, and --list only applies to a semi-supervised --checkpoint")
-    from medfss.data.datasets import Dataset
     from medfss.data.io import write_text_atomic
     from medfss.evaluation.predictors import predictor_factory
-    from medfss.evaluation.protocol import ProtocolConfig, evaluate
+    from medfss.evaluation.protocol import evaluate
     from medfss.provenance import provenance
 
-    dataset = Dataset.from_name(args.dataset, args.data_root)
-    classes = tuple(args.classes.split(",")) if args.classes else dataset.spec.eval_classes
-    for name in classes:
-        dataset.spec.class_index(name)  # fails early on a misspelt class
-    config = ProtocolConfig(
-        dataset=dataset.spec.name,
-        classes=classes,
-        folds=tuple(args.folds),
-        support_indices=tuple(args.support_index),
-        shots=args.shots,
-        chunks=args.chunks,
-        setting=args.setting,
-        seed=args.seed,
-        extent=args.extent,
-    )
+    dataset, config = _protocol(args, args.extent)
     announce_new_folder(args.out)
     registration = _registration_predictor(args) if args.model == "registration" else None
+    if args.guidance_selection is not None and args.guidance != "registration":
+        raise ConfigError("--guidance-selection chooses the registration guidance: add --guidance registration")
     guide = _guide(args) if args.guidance == "registration" else None
     predictor_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device,
                                       registration=registration, guide=guide)
@@ -172,9 +252,9 @@ def cmd_evaluate(args) -> int:
     if registration is not None:
         record["registration"] = asdict(registration.config)
     if guide is not None:
-        record["guidance"] = {"registration": asdict(guide.registration.config), **asdict(guide.config)}
+        record["guidance"] = _guidance_record(guide)
     if args.checkpoint is not None:
-        record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, classes)
+        record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, config.classes)
     out = Path(args.out)
     write_text_atomic(json.dumps(record, indent=2) + "\n", out / "results.json")
     print(f"wrote {out / 'results.json'}")
@@ -367,16 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "model name (not needed for a semi-supervised --checkpoint)")
     ev.add_argument("--checkpoint", default=None,
                     help="trained weights; '{fold}' in the path is replaced by the fold number")
-    ev.add_argument("--dataset", required=True)
-    _add_data_args(ev)
-    ev.add_argument("--setting", type=int, choices=(1, 2), default=1)
-    ev.add_argument("--folds", type=_int_list, default=[0, 1, 2, 3, 4], help="comma-separated, e.g. 0,1,2,3,4")
-    ev.add_argument("--shots", type=int, default=1)
-    ev.add_argument("--support-index", type=_int_list, default=[0],
-                    help="support volume(s) within each test fold; several are averaged (e.g. 0,1,2)")
-    ev.add_argument("--classes", default=None, help="comma-separated subset of the evaluated classes")
-    ev.add_argument("--chunks", type=int, default=3)
-    ev.add_argument("--seed", type=int, default=0)
+    _add_protocol_args(ev)
     ev.add_argument("--extent", choices=("gt", "estimated"), default="gt",
                     help="query slices predicted: the class extent of the query's ground truth (gt, the "
                          "literature's protocol, raw prediction) or estimated from the support's relative "
@@ -387,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--label", default=None, help="row name in reports (default: the model name)")
     _add_registration_args(ev)
     _add_guidance_args(ev, default="position")
+    ev.add_argument("--guidance-selection", type=Path, default=None, metavar="FILE",
+                    help="the guidance of each test fold from FILE (selection.json of 'medfss select-guidance', "
+                         "chosen on the other folds); overrides --guidance-weight/-sigma-mm/-support-slices")
     ev.add_argument("--overlays", type=Path, default=None, metavar="DIR",
                     help="also draw every scored prediction with its ground truth under it, one PNG per "
                          "fold, support, class and query (DIR/fold0_support1_liver_query2.png)")
@@ -395,6 +469,25 @@ def build_parser() -> argparse.ArgumentParser:
                          "data set folder, e.g. val.list); reads data/{name}.h5 per name")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
+
+    sel = sub.add_parser("select-guidance", help="choose the registration guidance's fusion per test fold on "
+                                                 "the other folds (nested cross-validation, no query label)")
+    sel.add_argument("--model", required=True, help="the few-shot model the guidance wraps")
+    sel.add_argument("--checkpoint", required=True,
+                     help="trained weights; '{fold}' in the path is replaced by the fold number")
+    _add_protocol_args(sel)
+    sel.add_argument("--weights", type=_float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], metavar="W1,W2,...",
+                     help="network weights w to try (default 0,0.25,0.5,0.75,1)")
+    sel.add_argument("--sigmas-mm", type=_float_list, default=[0.0, 2.5, 5.0, 10.0], metavar="S1,S2,...",
+                     help="in-plane softenings of the registered prior to try, in mm (default 0,2.5,5,10)")
+    sel.add_argument("--support-slices", type=lambda v: v.split(","), default=["chunks", "registered"],
+                     metavar="RULE,...", help="support-slice rules to try (default chunks,registered)")
+    sel.add_argument("--device", default="cpu")
+    sel.add_argument("--out", required=True, type=Path, help="folder for selection.json")
+    sel.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_registration_args(sel)
+    sel.set_defaults(func=cmd_select_guidance, guidance_weight=None, guidance_sigma_mm=None,
+                     guidance_support_slices=None)
 
     tr = sub.add_parser("train", help="train an episodic model (self-supervised or supervised), or a "
                                       "semi-supervised one (a YAML with 'task: semi-supervised')")

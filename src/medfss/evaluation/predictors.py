@@ -54,13 +54,13 @@ def training_fold_warning(path: str, info: dict, spec: DatasetSpec | None, fold:
 def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *,
                       spec: DatasetSpec | None = None, device: str | torch.device = "cpu",
                       batch_size: int = 8, registration: RegistrationPredictor | None = None,
-                      guide: Callable[[Predictor], VolumePredictor] | None = None
+                      guide: Callable[[Predictor, int], VolumePredictor] | None = None
                       ) -> Callable[[int, str], Predictor | VolumePredictor]:
     """``(fold, class_name) -> Predictor`` for the baseline or trained model called ``model``.
 
     ``registration`` is atlas registration (:mod:`medfss.registration`), a
     no-training floor like the baselines; pass the configured predictor as
-    ``registration`` (default: ANTsPy's settings, no disk cache). ``guide``
+    ``registration`` (default: ANTsPy's settings, no disk cache). ``guide(network, fold)``
     wraps each trained model's predictor, e.g. in a registration-guided
     :class:`~medfss.registration.guided.GuidedPredictor`.
 
@@ -95,7 +95,7 @@ def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *
         if path not in loaded:
             loaded.clear()  # one model in memory at a time: the protocol runs fold by fold
             network, info = load_predictor(path, device=device, batch_size=batch_size, model_name=model)
-            loaded[path] = network if guide is None else guide(network)
+            loaded[path] = network if guide is None else guide(network, fold)
             warning = training_fold_warning(path, info, spec, fold)
             if warning is not None:
                 print(f"medfss: warning: {warning}", file=sys.stderr)

@@ -10,7 +10,12 @@ information with ``syn_iterations`` per resolution level (ANTsPy's default
 (40, 20, 0) skips the full-resolution level).
 
 ITK's thread count follows ``threads`` (default: torch's), so that a run's
-thread count is the one recorded in its provenance.
+thread count is the one recorded in its provenance. A volume of more than
+``max_voxels`` voxels is registered on a coarser copy (every axis scaled by
+one factor), which bounds registration's memory and time on large CTs; the
+transform, in physical units, then warps onto the full query grid. Organ-level
+alignment does not need sub-millimetre voxels, and no volume of CHAOST2 or CMR
+is large enough to be coarsened.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class RegistrationConfig:
     syn_iterations: tuple[int, ...] = (40, 20, 0)  # per level, coarse to fine (0: the level is skipped)
     threads: int = 0  # ITK threads; 0: torch.get_num_threads()
     seed: int = 0  # ANTs' random sampling of the affine metric
+    max_voxels: int = 2 ** 22  # larger volumes are registered on a coarser copy (module docstring)
 
     def __post_init__(self):
         for name in ("aff_iterations", "syn_iterations"):  # lists from the command line -> tuples
@@ -50,6 +56,8 @@ class RegistrationConfig:
                     f"must be iteration counts >= 0, one per resolution level, got {list(values)}")
         require(isinstance(self.threads, int) and self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
         require(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        require(isinstance(self.max_voxels, int) and self.max_voxels >= 4096, "max_voxels",
+                f"must be an integer >= 4096, got {self.max_voxels!r}")
 
 
 def _ants():
@@ -81,8 +89,9 @@ class Registration:
         """``array`` [h, w, d] of the moving grid, resampled on the fixed grid: [H, W, D] float32."""
         ants = _ants()
         moving = ants.from_numpy(np.ascontiguousarray(array, dtype=np.float32), spacing=tuple(map(float, spacing)))
-        warped = ants.apply_transforms(self.fixed, moving, self.transforms, interpolator=interpolator)
-        return warped.numpy().astype(np.float32)
+        warped = ants.apply_transforms(self.fixed, moving, self.transforms, interpolator=interpolator,
+                                       singleprecision=True)  # double would double the memory of a large CT
+        return warped.numpy()
 
 
 def _non_negative_image(array: np.ndarray, spacing: tuple[float, float, float]):
@@ -97,21 +106,40 @@ def _non_negative_image(array: np.ndarray, spacing: tuple[float, float, float]):
     return ants.from_numpy(np.ascontiguousarray(shifted), spacing=tuple(map(float, spacing)))
 
 
+def coarsening_factor(shape: tuple[int, ...], max_voxels: int) -> float:
+    """The factor (>= 1) every axis's voxel size is multiplied by so that ``shape`` holds at most ``max_voxels``."""
+    voxels = float(np.prod(shape))
+    return 1.0 if voxels <= max_voxels else (voxels / max_voxels) ** (1 / len(shape))
+
+
+def _registration_image(array: np.ndarray, spacing: tuple[float, float, float], max_voxels: int):
+    """``array`` as ANTs registers it: non-negative, coarsened when larger than ``max_voxels``."""
+    ants = _ants()
+    image = _non_negative_image(array, spacing)
+    factor = coarsening_factor(array.shape, max_voxels)
+    if factor == 1.0:
+        return image
+    shape = tuple(max(2, int(n / factor)) for n in array.shape)
+    return ants.resample_image(image, shape, use_voxels=True, interp_type=0)  # linear
+
+
 def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], moving: np.ndarray,
              moving_spacing: tuple[float, float, float], config: RegistrationConfig = RegistrationConfig()
              ) -> Registration:
     """Register ``moving`` [h, w, d] onto ``fixed`` [H, W, D] (both normalised images, same voxel order)."""
     ants = _ants()
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(_threads(config))
-    fixed_image = _non_negative_image(fixed, fixed_spacing)
-    moving_image = _non_negative_image(moving, moving_spacing)
+    fixed_image = _registration_image(fixed, fixed_spacing, config.max_voxels)
+    moving_image = _registration_image(moving, moving_spacing, config.max_voxels)
     workdir = tempfile.TemporaryDirectory(prefix="medfss-registration-")
     ants.config._random_seed = config.seed  # ANTsPy's only handle on the metric sampling seed
     result = ants.registration(
         fixed_image, moving_image, type_of_transform=TRANSFORMS[config.transform],
         outprefix=os.path.join(workdir.name, "t"), aff_metric=config.metric, syn_metric=config.metric,
         aff_iterations=config.aff_iterations, reg_iterations=config.syn_iterations)
-    return Registration(fixed_image, list(result["fwdtransforms"]), workdir)
+    reference = fixed_image if coarsening_factor(fixed.shape, config.max_voxels) == 1.0 else \
+        _non_negative_image(fixed, fixed_spacing)  # warps land on the full query grid
+    return Registration(reference, list(result["fwdtransforms"]), workdir)
 
 
 def transforms_from(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], files: list[str]) -> Registration:

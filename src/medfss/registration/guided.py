@@ -19,13 +19,14 @@ For every support registered onto the query (:mod:`medfss.registration.ants`):
    G_sigma an in-plane Gaussian of ``prior_sigma_mm`` (the registration's
    boundary error); w = ``network_weight``.
 
-Every choice is a field of :class:`GuidanceConfig`, chosen on training
-folds (see results/README.md).
+Every choice is a field of :class:`GuidanceConfig`. The defaults of step 4
+are chosen by :mod:`medfss.registration.selection` on data the reported
+scores do not include (see results/README.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,14 +36,14 @@ from scipy import ndimage
 from medfss.inference import (Predictor, SupportScan, chunk_plan, estimated_extent, full_volume, predict_volume,
                               registered_plan)
 from medfss.registration.predictor import RegistrationPredictor
-from medfss.validation import check_choice, check_fraction, check_non_negative_int, check_non_negative_number, require
+from medfss.validation import check_choice, check_non_negative_int, check_non_negative_number, require
 
 
 @dataclass(frozen=True)
 class GuidanceConfig:
     """How the network and the registration are combined (module docstring, steps 1-4)."""
 
-    network_weight: float = 0.5  # w of step 4 (1: the network alone on the registered extent)
+    network_weight: float = 0.5  # w of step 4 (1: the network alone on the registered extent; 0: no network)
     prior_sigma_mm: float = 5.0  # in-plane softening of the registered prior
     margin_slices: int = 1  # slices added on each side of the registered extent
     support_slices: str = "chunks"  # "chunks" (the chunk rule) or "registered" (slice z of the warped supports)
@@ -50,7 +51,8 @@ class GuidanceConfig:
     min_correlation: float = 0.2  # a warped image correlating less with the query: failed
 
     def __post_init__(self):
-        check_fraction(self, "network_weight")
+        require(isinstance(self.network_weight, (int, float)) and 0 <= self.network_weight <= 1, "network_weight",
+                f"must be in [0, 1] (0: the softened registration alone), got {self.network_weight!r}")
         check_non_negative_number(self, "prior_sigma_mm", "min_correlation")
         check_non_negative_int(self, "margin_slices")
         check_choice(self, "support_slices", ("chunks", "registered"))
@@ -69,6 +71,25 @@ def registration_failure(support: SupportScan, warped: SupportScan, query: np.nd
     if not correlation >= config.min_correlation:
         return f"the warped image correlates with the query at r = {correlation:.2f} (< {config.min_correlation:g})"
     return None
+
+
+@dataclass(frozen=True)
+class GuidanceEvidence:
+    """What step 4 combines, for one class of one query."""
+
+    network: np.ndarray  # [H, W, D] the network's foreground probability, 0 outside the slices it predicted
+    prior: np.ndarray | None  # [H, W, D] fraction of trusted registrations labelling a voxel; None: all failed
+    spacing: tuple[float, float, float]  # the query's voxel size in mm
+
+
+def fuse(evidence: GuidanceEvidence, config: GuidanceConfig) -> np.ndarray:
+    """Step 4: p = w p_net + (1 - w) G_sigma * prior, [H, W, D]; the network alone when every registration failed."""
+    if evidence.prior is None:
+        return evidence.network
+    sigma = [config.prior_sigma_mm / float(s) for s in evidence.spacing[:2]] + [0.0]  # in-plane only
+    soft_prior = ndimage.gaussian_filter(evidence.prior, sigma) if config.prior_sigma_mm else evidence.prior
+    w = config.network_weight
+    return (w * evidence.network + (1 - w) * soft_prior).astype(np.float32)  # [H, W, D]
 
 
 @dataclass
@@ -91,8 +112,9 @@ class GuidedPredictor:
                                              interpolator="nearestNeighbor") > 0.5,
                            tuple(query_spacing))
 
-    def segment_volume(self, supports: Sequence[SupportScan], query: np.ndarray,
-                       query_spacing: tuple[float, float, float]) -> np.ndarray:
+    def evidence(self, supports: Sequence[SupportScan], query: np.ndarray,
+                 query_spacing: tuple[float, float, float]) -> GuidanceEvidence:
+        """Steps 1-3: the checked registrations' prior and the network's probability on their extent."""
         depth = query.shape[-1]
         warped = [self.warp(s, query, query_spacing) for s in supports]
         failures = [registration_failure(s, w, query, query_spacing, self.config) for s, w in zip(supports, warped)]
@@ -102,7 +124,9 @@ class GuidedPredictor:
         if not trusted:
             plan = chunk_plan(supports, estimated_extent(supports, (0, depth)), query.shape[:2], self.chunks)
             self.last_guidance["fallback"] = "position"
-            return full_volume(predict_volume(self.network, query, plan, batch_size=self.batch_size), plan.top, depth)
+            network = full_volume(predict_volume(self.network, query, plan, batch_size=self.batch_size), plan.top,
+                                  depth)
+            return GuidanceEvidence(network, None, tuple(query_spacing))
         prior = np.mean([w.mask for w in trusted], axis=0, dtype=np.float32)  # [H, W, D]
         covered = np.flatnonzero(prior.any(axis=(0, 1)))
         extent = (max(0, int(covered[0]) - self.config.margin_slices),
@@ -112,18 +136,28 @@ class GuidedPredictor:
         else:
             plan = chunk_plan(supports, extent, query.shape[:2], self.chunks)
         network = full_volume(predict_volume(self.network, query, plan, batch_size=self.batch_size), plan.top, depth)
-        sigma = [self.config.prior_sigma_mm / float(s) for s in query_spacing[:2]] + [0.0]
-        soft_prior = ndimage.gaussian_filter(prior, sigma) if self.config.prior_sigma_mm else prior
-        w = self.config.network_weight
-        return (w * network + (1 - w) * soft_prior).astype(np.float32)  # [H, W, D]
+        return GuidanceEvidence(network, prior, tuple(query_spacing))
+
+    def segment_volume(self, supports: Sequence[SupportScan], query: np.ndarray,
+                       query_spacing: tuple[float, float, float]) -> np.ndarray:
+        return fuse(self.evidence(supports, query, query_spacing), self.config)
 
 
 @dataclass(frozen=True)
 class Guide:
-    """Wraps network predictors in guided predictors that share one registration (and its cache)."""
+    """Wraps network predictors in guided predictors that share one registration (and its cache).
+
+    ``fold_configs`` gives a test fold its own config (a nested selection's
+    choice, :mod:`medfss.registration.selection`); other folds and single
+    scans use ``config``.
+    """
 
     registration: RegistrationPredictor
     config: GuidanceConfig = GuidanceConfig()
+    fold_configs: Mapping[int, GuidanceConfig] = field(default_factory=dict)
 
-    def __call__(self, network: Predictor) -> GuidedPredictor:
-        return GuidedPredictor(network, self.registration, self.config)
+    def config_for(self, fold: int | None) -> GuidanceConfig:
+        return self.fold_configs.get(fold, self.config)
+
+    def __call__(self, network: Predictor, fold: int | None = None) -> GuidedPredictor:
+        return GuidedPredictor(network, self.registration, self.config_for(fold))

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from medfss.inference.plan import SupportScan
-from medfss.registration.ants import Registration, RegistrationConfig, register, transforms_from
+from medfss.registration.ants import (Registration, RegistrationConfig, coarsening_factor, register,
+                                     transforms_from)
 
 
 def _fingerprint(image: np.ndarray, spacing: Sequence[float]) -> str:
@@ -57,10 +58,11 @@ class RegistrationPredictor:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        result = self._from_disk(key, query, query_spacing)
+        folder = None if self.cache_dir is None else self._folder(key, (support.image.shape, query.shape))
+        result = self._from_disk(folder, query, query_spacing)
         if result is None:
             result = register(query, query_spacing, support.image, support.spacing, self.config)
-            self._to_disk(key, result)
+            self._to_disk(folder, result)
         self._cache[key] = result
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)  # its temporary transform files go with it
@@ -75,24 +77,26 @@ class RegistrationPredictor:
             votes += warped > 0.5
         return votes / len(supports)  # [H, W, D] in [0, 1]
 
-    def _folder(self, key: tuple[str, str]) -> Path:
-        settings = json.dumps({k: v for k, v in asdict(self.config).items() if k != "threads"}, sort_keys=True)
+    def _folder(self, key: tuple[str, str], shapes: Sequence[tuple[int, ...]]) -> Path:
+        # max_voxels changes nothing for volumes under it: it is left out of their key
+        coarsened = any(coarsening_factor(s, self.config.max_voxels) > 1 for s in shapes)
+        ignored = ("threads",) if coarsened else ("threads", "max_voxels")
+        settings = json.dumps({k: v for k, v in asdict(self.config).items() if k not in ignored}, sort_keys=True)
         name = hashlib.blake2b(f"{key[0]}{key[1]}{settings}".encode(), digest_size=16).hexdigest()
         return self.cache_dir / name
 
-    def _from_disk(self, key: tuple[str, str], query: np.ndarray, query_spacing) -> Registration | None:
-        if self.cache_dir is None:
+    def _from_disk(self, folder: Path | None, query: np.ndarray, query_spacing) -> Registration | None:
+        if folder is None:
             return None
-        manifest = self._folder(key) / "transforms.json"
+        manifest = folder / "transforms.json"
         if not manifest.is_file():
             return None
         files = [str(manifest.parent / name) for name in json.loads(manifest.read_text())]
         return transforms_from(query, query_spacing, files)
 
-    def _to_disk(self, key: tuple[str, str], result: Registration) -> None:
-        if self.cache_dir is None:
+    def _to_disk(self, folder: Path | None, result: Registration) -> None:
+        if folder is None:
             return
-        folder = self._folder(key)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".partial-"))
         names = [f"{i}_{Path(t).name}" for i, t in enumerate(result.transforms)]

@@ -1,0 +1,171 @@
+"""Choosing the guided fusion without the scored fold: nested cross-validation over the test folds.
+
+The fusion of :mod:`medfss.registration.guided` has free choices (the
+network's weight w, the prior's softening sigma, which support slices the
+network sees). A *sweep* runs the protocol once, computes for every class of
+every query the evidence (the checked registrations' prior and the network's
+probability, :meth:`~medfss.registration.guided.GuidedPredictor.evidence`)
+and scores every fusion of a :class:`FusionGrid` on it, post-processed as
+``medfss segment`` does (body mask, largest component; no query label).
+Only the Dice is computed: it is what the choice is made on.
+
+A *nested selection* then chooses, for each test fold f, the grid point with
+the best mean Dice over the other folds (each scored with its own fold's
+model): fold f's labels never enter its own choice, and fold f's score under
+that choice is an honest estimate. ``medfss evaluate --guidance-selection``
+re-runs the full protocol (every metric, both extents) with each fold's
+choice. The grid point best over all folds is what a new data set (or a
+single scan) would use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from medfss.data.datasets import Dataset
+from medfss.errors import ConfigError
+from medfss.evaluation.metrics import SegmentationScores
+from medfss.evaluation.protocol import EvaluationResult, ProtocolConfig, QueryResult, RunResult, support_case_ids
+from medfss.inference import Predictor, SupportScan, foreground
+from medfss.inference.body import body_mask
+from medfss.registration.guided import GuidanceConfig, GuidedPredictor, fuse
+from medfss.registration.predictor import RegistrationPredictor
+from medfss.validation import require
+
+
+@dataclass(frozen=True)
+class FusionGrid:
+    """The fusions a sweep scores: every combination of the three lists."""
+
+    support_slices: tuple[str, ...] = ("chunks", "registered")
+    network_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    prior_sigmas_mm: tuple[float, ...] = (0.0, 2.5, 5.0, 10.0)
+
+    def __post_init__(self):
+        for name in ("support_slices", "network_weights", "prior_sigmas_mm"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+            require(len(getattr(self, name)) > 0, name, "must hold at least one value")
+
+    def configs(self, base: GuidanceConfig = GuidanceConfig()) -> list[GuidanceConfig]:
+        """``base`` with each grid point's three fields (checked by GuidanceConfig), in grid order."""
+        return [replace(base, support_slices=s, network_weight=w, prior_sigma_mm=m)
+                for s in self.support_slices for w in self.network_weights for m in self.prior_sigmas_mm]
+
+
+def overlap_scores(prediction: np.ndarray, truth: np.ndarray) -> SegmentationScores:
+    """Dice and Jaccard (0-100) of two boolean volumes; the surface distances are left NaN (not needed here)."""
+    intersection = float(np.logical_and(prediction, truth).sum())
+    total = float(prediction.sum() + truth.sum())
+    if total == 0:
+        return SegmentationScores(dice=100.0, jaccard=100.0, hd95=float("nan"), asd=float("nan"))
+    return SegmentationScores(dice=200.0 * intersection / total, jaccard=100.0 * intersection / (total - intersection),
+                              hd95=float("nan"), asd=float("nan"))
+
+
+def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], registration: RegistrationPredictor,
+          protocol: ProtocolConfig, configs: Sequence[GuidanceConfig], progress: bool = True
+          ) -> dict[GuidanceConfig, EvaluationResult]:
+    """Every config of ``configs`` scored (Dice) on ``protocol``'s runs, the evidence computed once per query.
+
+    ``protocol.extent`` must be ``"estimated"``: the fusion is chosen for the
+    tool's output, which uses no query label. Configs that differ only in w
+    and sigma share the evidence; each ``support_slices`` rule runs the
+    network once.
+    """
+    if protocol.extent != "estimated":
+        raise ConfigError("a guidance sweep scores the tool's output: use the protocol with extent 'estimated'")
+    protocol = protocol.resolved(dataset.spec)
+    configs = list(dict.fromkeys(configs))
+    evidence_configs = list(dict.fromkeys(replace(c, network_weight=0.5, prior_sigma_mm=0.0) for c in configs))
+    fold_cases = {f: dataset.fold_case_ids(f) for f in protocol.folds}
+    runs: dict[GuidanceConfig, list[RunResult]] = {c: [] for c in configs}
+    total = sum(len(cases) - protocol.shots for cases in fold_cases.values()) * \
+        len(protocol.support_indices) * len(protocol.classes)
+    with tqdm(total=total, disable=not progress, unit="query", desc=f"guidance sweep {protocol.dataset}") as bar:
+        for fold in protocol.folds:
+            volumes = {c: dataset.load(c) for c in fold_cases[fold]}
+            for support_index in protocol.support_indices:
+                support_ids = support_case_ids(fold_cases[fold], support_index, protocol.shots)
+                queries = [v for c, v in volumes.items() if c not in support_ids]
+                for class_name in protocol.classes:
+                    class_index = dataset.spec.class_index(class_name)
+                    supports = [SupportScan(volumes[c].image, volumes[c].label == class_index, volumes[c].spacing)
+                                for c in support_ids]
+                    guided = {e: GuidedPredictor(networks_for(fold, class_name), registration, e,
+                                                 chunks=protocol.chunks) for e in evidence_configs}
+                    scores: dict[GuidanceConfig, list[QueryResult]] = {c: [] for c in configs}
+                    for query in queries:
+                        truth = query.label == class_index  # [H, W, D]
+                        if not truth.any():
+                            continue
+                        body = body_mask(query.image)  # [H, W, D]
+                        evidence = {e: g.evidence(supports, query.image, query.spacing) for e, g in guided.items()}
+                        for config in configs:
+                            key = replace(config, network_weight=0.5, prior_sigma_mm=0.0)
+                            probabilities = np.where(body, fuse(evidence[key], config), 0.0)  # [H, W, D]
+                            mask = foreground(probabilities, protocol.threshold, largest_component=True)
+                            scores[config].append(QueryResult(query.case_id, overlap_scores(mask, truth)))
+                        bar.update()
+                    for config in configs:
+                        runs[config].append(RunResult(fold, support_index, support_ids, class_name,
+                                                      tuple(scores[config])))
+    return {c: EvaluationResult("guidance sweep", protocol, tuple(runs[c]), 0.0) for c in configs}
+
+
+def restricted(result: EvaluationResult, folds: Sequence[int]) -> EvaluationResult:
+    """``result`` with only the runs of ``folds``."""
+    return replace(result, runs=tuple(r for r in result.runs if r.fold in folds))
+
+
+def nested_selection(results: dict[GuidanceConfig, EvaluationResult]) -> dict:
+    """Per test fold, the config best on the other folds and its score on the fold (module docstring).
+
+    Ties go to the earlier config of the grid. Returns a JSON-ready dict:
+    ``folds`` (per fold: the choice, its inner and its test Dice),
+    ``nested_mean_dice`` (the protocol's mean over every fold's runs, each
+    fold under its own choice), ``best_overall`` (the config best over all
+    folds, for new data) and ``table`` (every config's Dice per fold).
+    """
+    configs = list(results)
+    folds = sorted({r.fold for r in next(iter(results.values())).runs})
+    require(len(folds) >= 2, "folds", f"a nested selection needs at least 2 folds, got {folds}")
+    fold_dice = {c: {f: restricted(results[c], [f]).mean_dice for f in folds} for c in configs}
+    choices, nested_runs = {}, []
+    for fold in folds:
+        others = [f for f in folds if f != fold]
+        inner = {c: restricted(results[c], others).mean_dice for c in configs}
+        best = max(configs, key=lambda c: (inner[c], -configs.index(c)))
+        choices[str(fold)] = {"config": asdict(best), "inner_mean_dice": inner[best],
+                              "test_mean_dice": fold_dice[best][fold]}
+        nested_runs += [r for r in results[best].runs if r.fold == fold]
+    overall = {c: results[c].mean_dice for c in configs}
+    best_overall = max(configs, key=lambda c: (overall[c], -configs.index(c)))
+    nested = replace(next(iter(results.values())), runs=tuple(nested_runs))
+    return {
+        "folds": choices,
+        "nested_mean_dice": nested.mean_dice,
+        "best_overall": {"config": asdict(best_overall), "mean_dice": overall[best_overall]},
+        "table": [{"config": asdict(c), "mean_dice": overall[c], "fold_mean_dice": {str(f): fold_dice[c][f]
+                                                                                    for f in folds}}
+                  for c in configs],
+    }
+
+
+def read_fold_configs(path: str | os.PathLike) -> dict[int, GuidanceConfig]:
+    """The per-fold choices of a selection file written by ``medfss select-guidance``."""
+    try:
+        folds = json.loads(Path(path).read_text())["selection"]["folds"]
+        return {int(fold): GuidanceConfig(**choice["config"]) for fold, choice in folds.items()}
+    except FileNotFoundError:
+        raise ConfigError(f"guidance selection {path} does not exist (write it with 'medfss select-guidance')") \
+            from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigError(f"guidance selection {path} is not a selection file of 'medfss select-guidance' "
+                          f"({type(error).__name__}: {error})") from None
