@@ -339,18 +339,34 @@ def test_a_sweep_refuses_the_gt_extent(pair_dataset):
               ProtocolConfig(dataset="TOY", folds=(0,)), FusionGrid().configs(), progress=False)
 
 
-def test_a_guidance_selection_file_is_read_per_fold_or_refused(tmp_path):
+def test_a_guidance_selection_file_gives_each_fold_its_choice_and_other_data_the_best_overall(tmp_path):
     import json
 
     from medfss.registration.guided import GuidanceConfig
     from medfss.registration.selection import read_fold_configs
 
     path = tmp_path / "selection.json"
-    config = GuidanceConfig(network_weight=0.25, prior_sigma_mm=2.5, support_slices="registered")
-    path.write_text(json.dumps({"selection": {"folds": {"3": {"config": asdict(config)}}}}))
-    assert read_fold_configs(path) == {3: config}
+    fold3 = GuidanceConfig(network_weight=0.25, prior_sigma_mm=2.5, support_slices="registered")
+    best = GuidanceConfig(network_weight=0.75)
+    path.write_text(json.dumps({"protocol": {"dataset": "CHAOST2"}, "selection": {
+        "folds": {"3": {"config": asdict(fold3)}}, "best_overall": {"config": asdict(best)}}}))
+    assert read_fold_configs(path, "CHAOST2", [3]) == {3: fold3}
+    assert read_fold_configs(path, "CMR", [0, 1]) == {0: best, 1: best}
+    with pytest.raises(ConfigError, match=r"no guidance for folds \[1\]"):
+        read_fold_configs(path, "CHAOST2", [1, 3])
     with pytest.raises(ConfigError, match="does not exist"):
-        read_fold_configs(tmp_path / "missing.json")
-    path.write_text(json.dumps({"selection": {"folds": {"3": {"config": {"network_weight": 2.0}}}}}))
+        read_fold_configs(tmp_path / "missing.json", "CHAOST2", [3])
+    path.write_text(json.dumps({"protocol": {"dataset": "CHAOST2"},
+                                "selection": {"folds": {"3": {"config": {"network_weight": 2.0}}}}}))
     with pytest.raises(ConfigError, match="not a selection file"):
-        read_fold_configs(path)
+        read_fold_configs(path, "CHAOST2", [3])
+
+
+def test_a_guidance_selection_without_registration_guidance_is_a_one_line_error(tmp_path, capsys, data_root):
+    from medfss.cli import main
+
+    code = main(["evaluate", "--model", "alpnet", "--checkpoint", str(tmp_path / "m.pt"), "--dataset", "CHAOST2",
+                 "--data-root", str(data_root), "--guidance-selection", str(tmp_path / "s.json"),
+                 "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "add --guidance registration" in capsys.readouterr().err

@@ -85,25 +85,23 @@ def _guidance_config(args):
     return GuidanceConfig(**{k: v for k, v in given.items() if v is not None})
 
 
-def _guide(args):
+def _guide(args, protocol=None):
+    """The guide of the command line; ``protocol`` (evaluate) resolves ``--guidance-selection`` per fold."""
     from medfss.registration.guided import Guide
 
     fold_configs = {}
-    if getattr(args, "guidance_selection", None) is not None:
+    if protocol is not None and args.guidance_selection is not None:
         from medfss.registration.selection import read_fold_configs
 
-        fold_configs = read_fold_configs(args.guidance_selection)
-        missing = sorted(set(args.folds) - set(fold_configs))
-        if missing:
-            raise ConfigError(f"{args.guidance_selection} chose no guidance for folds {missing}: "
-                              f"it holds folds {sorted(fold_configs)}")
+        fold_configs = read_fold_configs(args.guidance_selection, protocol.dataset, protocol.folds)
     return Guide(_registration_predictor(args), _guidance_config(args), fold_configs)
 
 
-def _guidance_record(guide) -> dict:
+def _guidance_record(guide, args) -> dict:
     """What a guided run used, for results.json and segment summaries."""
     record = {"registration": asdict(guide.registration.config), **asdict(guide.config)}
     if guide.fold_configs:
+        record["selection"] = str(args.guidance_selection)
         record["fold_configs"] = {str(f): asdict(c) for f, c in sorted(guide.fold_configs.items())}
     return record
 
@@ -237,7 +235,7 @@ def cmd_evaluate(args) -> int:
     registration = _registration_predictor(args) if args.model == "registration" else None
     if args.guidance_selection is not None and args.guidance != "registration":
         raise ConfigError("--guidance-selection chooses the registration guidance: add --guidance registration")
-    guide = _guide(args) if args.guidance == "registration" else None
+    guide = _guide(args, config) if args.guidance == "registration" else None
     predictor_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device,
                                       registration=registration, guide=guide)
     draw = None
@@ -252,7 +250,7 @@ def cmd_evaluate(args) -> int:
     if registration is not None:
         record["registration"] = asdict(registration.config)
     if guide is not None:
-        record["guidance"] = _guidance_record(guide)
+        record["guidance"] = _guidance_record(guide, args)
     if args.checkpoint is not None:
         record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, config.classes)
     out = Path(args.out)
@@ -459,8 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_registration_args(ev)
     _add_guidance_args(ev, default="position")
     ev.add_argument("--guidance-selection", type=Path, default=None, metavar="FILE",
-                    help="the guidance of each test fold from FILE (selection.json of 'medfss select-guidance', "
-                         "chosen on the other folds); overrides --guidance-weight/-sigma-mm/-support-slices")
+                    help="the guidance from FILE (selection.json of 'medfss select-guidance'): on its data set "
+                         "each test fold's choice (made on the other folds), on another data set its best-overall "
+                         "choice; overrides --guidance-weight/-sigma-mm/-support-slices")
     ev.add_argument("--overlays", type=Path, default=None, metavar="DIR",
                     help="also draw every scored prediction with its ground truth under it, one PNG per "
                          "fold, support, class and query (DIR/fold0_support1_liver_query2.png)")

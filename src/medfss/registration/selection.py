@@ -158,14 +158,27 @@ def nested_selection(results: dict[GuidanceConfig, EvaluationResult]) -> dict:
     }
 
 
-def read_fold_configs(path: str | os.PathLike) -> dict[int, GuidanceConfig]:
-    """The per-fold choices of a selection file written by ``medfss select-guidance``."""
+def read_fold_configs(path: str | os.PathLike, dataset: str, folds: Sequence[int]) -> dict[int, GuidanceConfig]:
+    """Each of ``folds``' fusion from a selection file of ``medfss select-guidance``.
+
+    On the data set the selection was made on, each fold takes its own
+    nested choice; on another data set every fold takes the selection's
+    best-overall fusion (nothing of ``dataset`` entered it).
+    """
     try:
-        folds = json.loads(Path(path).read_text())["selection"]["folds"]
-        return {int(fold): GuidanceConfig(**choice["config"]) for fold, choice in folds.items()}
+        record = json.loads(Path(path).read_text())
+        selection = record["selection"]
+        if record["protocol"]["dataset"] != dataset:
+            best = GuidanceConfig(**selection["best_overall"]["config"])
+            return {fold: best for fold in folds}
+        chosen = {int(fold): GuidanceConfig(**choice["config"]) for fold, choice in selection["folds"].items()}
     except FileNotFoundError:
         raise ConfigError(f"guidance selection {path} does not exist (write it with 'medfss select-guidance')") \
             from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ConfigError(f"guidance selection {path} is not a selection file of 'medfss select-guidance' "
                           f"({type(error).__name__}: {error})") from None
+    missing = sorted(set(folds) - set(chosen))
+    if missing:
+        raise ConfigError(f"{path} chose no guidance for folds {missing} of {dataset}: it holds folds {sorted(chosen)}")
+    return {fold: chosen[fold] for fold in folds}
