@@ -185,9 +185,11 @@ def scans(tmp_path) -> dict[str, Path]:
 
 
 def segment_argv(scans, checkpoint, out_dir, *extra):
+    """The scan-handling tests run the position rule; the registration-guided default is tested in
+    test_registration.py and test_demo.py."""
     return ["segment", "--query", str(scans["query"]), "--support-image", str(scans["image"]),
             "--support-mask", str(scans["mask"]), "--label", "1,2", "--checkpoint", str(checkpoint),
-            "--out", str(out_dir / "pred.nii.gz"), "--quiet", *extra]
+            "--out", str(out_dir / "pred.nii.gz"), "--quiet", "--guidance", "position", *extra]
 
 
 def test_cli_writes_every_output_aligned_with_the_query(scans, checkpoint, tmp_path, capsys):

@@ -65,16 +65,31 @@ def _registration_predictor(args):
 
 def _add_guidance_args(parser: argparse.ArgumentParser, default: str) -> None:
     group = parser.add_argument_group("registration guidance (--guidance registration)")
-    group.add_argument("--guidance", choices=("position", "registration"), default=default,
+    choices = ("auto", "position", "registration") if default == "auto" else ("position", "registration")
+    group.add_argument("--guidance", choices=choices, default=default,
                        help="how the organ's slices and support slices are found without a query label: "
                             "from the support's relative position (the chunk rule), or by registering each "
-                            f"support onto the query and fusing the network with the warped labels (default {default})")
+                            "support onto the query and fusing the network with the warped labels; auto: "
+                            f"registration when ANTsPy is installed (default {default})")
     group.add_argument("--guidance-weight", type=float, default=None, metavar="W",
                        help="weight of the network against the registered prior (default GuidanceConfig's)")
     group.add_argument("--guidance-sigma-mm", type=float, default=None, metavar="MM",
                        help="in-plane Gaussian softening of the registered prior (default GuidanceConfig's)")
     group.add_argument("--guidance-support-slices", choices=("chunks", "registered"), default=None,
                        help="support slices for the network: the chunk rule, or slice z of the warped supports")
+
+
+def resolve_guidance(requested: str) -> str:
+    """``auto`` -> ``registration`` when ANTsPy is installed, else ``position`` (saying why)."""
+    from medfss.registration.ants import ants_available
+
+    if requested != "auto":
+        return requested
+    if ants_available():
+        return "registration"
+    print("medfss: registration guidance needs ANTsPy (pip install antspyx); the organ's slices are estimated "
+          "from the support's relative position instead", file=sys.stderr)
+    return "position"
 
 
 def _guidance_config(args):
@@ -398,7 +413,11 @@ def cmd_segment(args) -> int:
         if args.checkpoint is not None:
             raise ConfigError("--method registration uses no network: leave out --checkpoint")
         predictor = _registration_predictor(args)
-    guide = _guide(args) if args.guidance == "registration" and args.method == "few-shot" else None
+    guide = None
+    if args.method == "few-shot" and resolve_guidance(args.guidance) == "registration":
+        guide = _guide(args)
+        print(f"registering {len(args.support_image)} support scan(s) onto the query with ANTsPy "
+              f"({args.registration_transform}; typically 30-90 s per support on 2 CPU cores)")
     result = segment(args.query, list(zip(args.support_image, args.support_mask)), args.label,
                      checkpoint=args.checkpoint, predictor=predictor, guide=guide, axis=args.axis,
                      query_range=args.query_range,
@@ -423,7 +442,8 @@ def cmd_demo(args) -> int:
     from medfss.demo import run_demo
 
     run_demo(args.out, data_root=args.data_root, checkpoint=args.checkpoint, query_case=args.query_case,
-             support_case=args.support_case, device=args.device, progress=not args.quiet)
+             support_case=args.support_case, device=args.device, guidance=resolve_guidance(args.guidance),
+             progress=not args.quiet)
     return 0
 
 
@@ -575,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="few-shot: the network of --checkpoint; registration: atlas registration of every "
                           "support onto the query with ANTsPy, labels fused by majority voting (no network)")
     _add_registration_args(seg)
-    _add_guidance_args(seg, default="position")
+    _add_guidance_args(seg, default="auto")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=cmd_segment)
 
@@ -593,6 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--query-case", default="2", help="CHAOST2 case id of the scan to segment")
     demo.add_argument("--support-case", default="1", help="CHAOST2 case id of the labelled example")
     demo.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
+    demo.add_argument("--guidance", choices=("auto", "position", "registration"), default="auto",
+                      help="registration: the network guided by ANTsPy registration of the support onto the "
+                           "query (the default when ANTsPy is installed); position: the support's relative "
+                           "position alone")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
 

@@ -308,6 +308,8 @@ def describe(result: Segmentation) -> list[str]:
     settings = result.summary["settings"]
     how = ("estimated from the organ's relative extent in the support scans" if settings["extent"] == "estimated"
            else "given")
+    if "guidance" in result.summary["inputs"]["model"]:
+        how = "found by the supports registered onto the query (registration guidance)"
     lines = []
     for r in result.per_label:
         support = ", ".join(f"{ml:.1f}" for ml in r.support_millilitres)

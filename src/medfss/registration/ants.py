@@ -60,6 +60,13 @@ class RegistrationConfig:
                 f"must be an integer >= 4096, got {self.max_voxels!r}")
 
 
+def ants_available() -> bool:
+    """Whether ANTsPy is installed (without importing it: the import takes seconds)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ants") is not None
+
+
 def _ants():
     try:
         import ants
