@@ -70,10 +70,29 @@ def test_a_large_volume_is_registered_on_a_coarser_copy_and_warped_onto_its_full
     moving, moving_mask = blob_volume()
     registration = register(fixed, (1.0, 1.0, 2.0), moving, (1.0, 1.0, 2.0),
                             RegistrationConfig(transform="affine", threads=1, max_voxels=64 * 64 * 24 // 8))
-    assert registration.fixed.shape == fixed.shape  # the reference grid is the full query grid
+    assert registration.fixed_shape == fixed.shape  # the reference grid is the full query grid
     warped = registration.warp(moving_mask.astype(np.float32), (1.0, 1.0, 2.0), interpolator="nearestNeighbor")
     assert warped.shape == fixed.shape and warped.dtype == np.float32
     assert dice(warped > 0.5, fixed_mask) > 0.9
+
+
+@pytest.mark.parametrize("transform", ["affine", "syn"])
+def test_a_warp_slab_by_slab_gives_the_warp_of_the_whole_grid(transform):
+    """Large CTs are warped a slab at a time (bounded memory): the values of one warp of the whole grid, to rounding."""
+    from dataclasses import replace
+
+    from medfss.registration.ants import register
+
+    fixed, _ = blob_volume((4, -3, 2))
+    moving, moving_mask = blob_volume()
+    whole = register(fixed, (1.0, 1.0, 2.0), moving, (1.0, 1.0, 2.0),
+                     RegistrationConfig(transform=transform, syn_iterations=(10, 0), threads=1))
+    assert whole.slab_voxels >= fixed.size  # one slab
+    slabs = replace(whole, slab_voxels=5 * 64 * 24)  # 13 slabs of 5 rows, the last of 4
+    np.testing.assert_allclose(slabs.warp(moving, (1.0, 1.0, 2.0)), whole.warp(moving, (1.0, 1.0, 2.0)), atol=1e-4)
+    mask = moving_mask.astype(np.float32)
+    np.testing.assert_array_equal(slabs.warp(mask, (1.0, 1.0, 2.0), interpolator="nearestNeighbor"),
+                                  whole.warp(mask, (1.0, 1.0, 2.0), interpolator="nearestNeighbor"))
 
 
 def test_max_voxels_enters_the_cache_key_only_where_it_coarsens(tmp_path):

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from medfss.cli import main
 from medfss.errors import InputFileError
 from medfss.reliability import child_env
-from medfss.reliability.fuzz import cli_inputs, cli_outcome, format_table, fuzz_in_child, outcome_table
-from medfss.reliability.hostile import TARGETS, payload_checkpoint
+from medfss.reliability.fuzz import (cli_inputs, cli_outcome, format_table, fuzz_in_child, outcome_table,
+                                     run_input)
+from medfss.reliability.hostile import H5_DEFECTS, H5_LAYOUTS, TARGETS, hdf5_input, payload_checkpoint
 from medfss.reliability.resume import child_command, kill_resume_sweep, same_weights
 from medfss.reliability.toy import tiny_config
 from medfss.training.loop import train
@@ -47,6 +50,33 @@ def test_fuzz_gives_one_line_errors_or_correct_results(tmp_path):
 @pytest.mark.slow
 def test_fuzz_full_sweep(tmp_path):
     check_fuzz(tmp_path, count=1200, cli_count=24, seed=1)
+
+
+@pytest.mark.parametrize("layout", H5_LAYOUTS, ids=lambda layout: Path(layout.list_file).name)
+def test_every_hostile_hdf5_kind_gives_a_one_line_error_or_a_correct_result(tmp_path, layout):
+    """Four draws of every HDF5 defect through read_list and load_slices / load_volumes (fuzz.run_input)."""
+    outcomes = []
+    for index, defect in enumerate(list(H5_DEFECTS.values()) * 4):
+        (tmp_path / str(index)).mkdir()
+        outcomes.append(run_input(hdf5_input(np.random.default_rng([7, index]), layout, defect), tmp_path / str(index)))
+    failures = [o for o in outcomes if o.failed]
+    assert not failures, "\n".join(f"{o.kind} {o.detail}: {o.status} {o.message}" for o in failures)
+    assert {o.kind for o in outcomes} == set(H5_DEFECTS)
+    never_readable = ("truncated", "not-hdf5", "missing-array", "shape-mismatch")
+    assert all(o.status == "refused" for o in outcomes if o.kind in never_readable)
+
+
+def test_hdf5_volumes_through_medfss_evaluate_give_scores_or_one_line(tmp_path):
+    acdc_volume = H5_LAYOUTS[1]
+    valid = hdf5_input(np.random.default_rng(0), acdc_volume, lambda rng, image, label, layout: ("none", "", {}))
+    (tmp_path / "valid").mkdir()
+    assert cli_outcome(valid, tmp_path / "valid").status == "ok"
+    assert (tmp_path / "valid" / "out" / "results.json").is_file()
+    mismatch = hdf5_input(np.random.default_rng(0), acdc_volume, H5_DEFECTS["shape-mismatch"])
+    (tmp_path / "mismatch").mkdir()
+    outcome = cli_outcome(mismatch, tmp_path / "mismatch")
+    assert outcome.status == "refused" and "patient001_frame01.h5: " in outcome.message, outcome
+    assert not (tmp_path / "mismatch" / "out").exists()
 
 
 def test_training_killed_with_sigkill_resumes_to_the_same_losses_and_weights(tmp_path):

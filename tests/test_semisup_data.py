@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from medfss.errors import InputFileError
+from medfss.errors import InputFileError, LabelMapError
 from medfss.semisup.batches import BatchSource, ImagePool, StepBatches, random_crop
-from medfss.semisup.data import (LAYOUTS, dataset_root, load_slices, load_volumes, read_h5, read_list,
-                                 split_labeled)
+from medfss.semisup.data import (LAYOUTS, MAX_VOXELS, dataset_root, load_slices, load_volumes, read_h5,
+                                 read_list, split_labeled)
 from medfss.semisup.sliding_window import overlap_for_stride, predict_sliding, predict_slices
 
 
@@ -26,21 +26,98 @@ def write_h5(path, image, label):
 def test_read_h5_returns_image_and_label_and_names_a_bad_file(tmp_path):
     image, label = np.random.rand(3, 5, 4), np.random.randint(0, 4, (3, 5, 4))
     write_h5(tmp_path / "a.h5", image, label)
-    got_image, got_label = read_h5(tmp_path / "a.h5")
+    got_image, got_label = read_h5(tmp_path / "a.h5", ndim=3, num_classes=4)
     np.testing.assert_allclose(got_image, image.astype(np.float32))
     assert got_label.dtype == np.int64 and (got_label == label).all()
     (tmp_path / "b.h5").write_text("not hdf5")
     with pytest.raises(InputFileError, match="b.h5"):
-        read_h5(tmp_path / "b.h5")
+        read_h5(tmp_path / "b.h5", ndim=3, num_classes=4)
     with pytest.raises(InputFileError, match="not found"):
-        read_h5(tmp_path / "c.h5")
+        read_h5(tmp_path / "c.h5", ndim=3, num_classes=4)
+
+
+IMAGE, LABEL = np.full((3, 5, 4), 0.5, np.float32), np.ones((3, 5, 4), np.uint8)
+
+
+def arrays(**datasets):
+    """A writer of ``datasets`` (name -> array, or name -> callable(f, name)) into an h5py file."""
+    def write(f):
+        for name, data in datasets.items():
+            data(f, name) if callable(data) else f.create_dataset(name, data=data)
+    return write
+
+
+HOSTILE_H5 = {  # what the file holds -> the error's type and message
+    "no label": (arrays(image=IMAGE), InputFileError, "'label' is missing .*holds 'image'"),
+    "image a group": (arrays(image=lambda f, n: f.create_group(n), label=LABEL), InputFileError, "not an array"),
+    "label a dangling link": (arrays(image=IMAGE, label=lambda f, n: f.__setitem__(n, h5py.SoftLink("/x"))),
+                              InputFileError, "'label' is a link to nothing readable"),
+    "complex image": (arrays(image=IMAGE + 1j, label=LABEL), InputFileError, "complex64 values .*real numbers"),
+    "string labels": (arrays(image=IMAGE, label=LABEL.astype("S3")), InputFileError, "S3 values .*real numbers"),
+    "4D arrays": (arrays(image=IMAGE[..., None], label=LABEL[..., None]), InputFileError,
+                  r"shape \(3, 5, 4, 1\); expected a non-empty 3D array"),
+    "1D arrays": (arrays(image=IMAGE.ravel(), label=LABEL.ravel()), InputFileError, "expected a non-empty 3D"),
+    "an empty axis": (arrays(image=IMAGE[:0], label=LABEL[:0]), InputFileError, "expected a non-empty 3D"),
+    "shapes differ": (arrays(image=IMAGE, label=LABEL[:2]), InputFileError, "differ in shape"),
+    "NaN voxels": (arrays(image=np.where(LABEL > 0, np.nan, 0), label=LABEL), InputFileError,
+                   "60 image voxels are NaN"),
+    "a voxel beyond float32": (arrays(image=np.full((3, 5, 4), 1e300), label=LABEL), InputFileError,
+                               r"60 image voxels are NaN or Inf \(in float32\)"),
+    "label 0.5": (arrays(image=IMAGE, label=LABEL * 0.5), LabelMapError, "non-negative integers"),
+    "label -1": (arrays(image=IMAGE, label=-LABEL.astype(np.int8)), LabelMapError, "non-negative integers"),
+    "label 4 of 4 classes": (arrays(image=IMAGE, label=LABEL * 4), LabelMapError, r"label value 4 .*\(0..3\)"),
+    "4000^3 voxels declared, none stored": (
+        arrays(image=lambda f, n: f.create_dataset(n, shape=(4000,) * 3, dtype="f4", chunks=(1, 1, 1)), label=LABEL),
+        InputFileError, r"'image' declares \(4000, 4000, 4000\) = 6.4e\+10 voxels, more than"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_H5)
+def test_read_h5_refuses_a_hostile_file_in_one_line_before_reading_what_it_declares(tmp_path, case):
+    write, error, message = HOSTILE_H5[case]
+    path = tmp_path / "case.h5"
+    with h5py.File(path, "w") as f:
+        write(f)
+    assert path.stat().st_size < 100_000  # so a refused 4000^3 volume was never read
+    with pytest.raises(error, match=message) as raised:
+        read_h5(path, ndim=3, num_classes=4)
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_read_h5_accepts_other_real_types_and_integer_valued_float_labels(tmp_path):
+    path = tmp_path / "case.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", data=(IMAGE * 100).astype(">i2"))
+        f.create_dataset("label", data=LABEL.astype(np.float64) * 3)
+    image, label = read_h5(path, ndim=3, num_classes=4)
+    assert image.dtype == np.float32 and (image == 50).all() and label.dtype == np.int64 and (label == 3).all()
+    with h5py.File(path, "a") as f:
+        f.create_dataset("huge", shape=(MAX_VOXELS + 1,), dtype="f4", chunks=(1,))  # not read: no limit applies
+    assert read_h5(path, ndim=3, num_classes=4)[0].shape == (3, 5, 4)
+
+
+def test_hostile_list_files_are_refused_in_one_line(tmp_path):
+    write_h5(tmp_path / "data" / "ok.h5", IMAGE, LABEL)
+    for text, message in [(b"", "the list is empty"), (b"\n \t\n", "the list is empty"),
+                          (bytes(range(128, 192)), "not a text list of case names"),
+                          (b"../../ok\n", "'../../ok' is not a case name"), (b"sub/ok\n", "is not a case name"),
+                          (b"ok\x00x\n", "is not a case name")]:
+        (tmp_path / "a.list").write_bytes(text)
+        with pytest.raises(InputFileError, match=message):
+            read_list(tmp_path / "a.list")
+    (tmp_path / "a.list").write_bytes("\ufeffok\r\nmissing\n".encode())  # a byte-order mark, CRLF lines
+    assert read_list(tmp_path / "a.list") == ["ok", "missing"]
+    with pytest.raises(InputFileError, match=r"missing\.h5: HDF5 file not found"):
+        load_volumes(LAYOUTS["ACDC"], tmp_path, read_list(tmp_path / "a.list"))
+    with pytest.raises(InputFileError, match="HDF5 file cannot be opened"):  # a name longer than a file system's
+        load_volumes(LAYOUTS["ACDC"], tmp_path, ["a" * 5000])
 
 
 def test_acdc_slices_are_read_and_resized(tmp_path):
     label = np.zeros((20, 10), dtype=np.uint8)
     label[5:15, 2:8] = 3
     write_h5(tmp_path / "data" / "slices" / "patient001_frame01_slice_0.h5", np.ones((20, 10)), label)
-    images, labels = load_slices(tmp_path, ["patient001_frame01_slice_0"], (8, 8))
+    images, labels = load_slices(LAYOUTS["ACDC"], tmp_path, ["patient001_frame01_slice_0"], (8, 8))
     assert images.shape == (1, 1, 8, 8) and labels.shape == (1, 8, 8) and labels.dtype == torch.int64
     torch.testing.assert_close(images, torch.ones(1, 1, 8, 8))
     assert set(labels.unique().tolist()) == {0, 3}

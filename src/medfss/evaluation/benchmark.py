@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -157,14 +158,15 @@ def synthetic_ct(shape: tuple[int, int, int], spacing: tuple[float, float, float
 
 
 def segment_peak_memory(workdir: str | os.PathLike, shape: tuple[int, int, int] = (512, 512, 600), *,
-                        checkpoint: str | os.PathLike | None = None, env: dict[str, str] | None = None,
-                        timeout_s: float = 3600) -> dict:
+                        checkpoint: str | os.PathLike | None = None, extra_args: Sequence[str] = (),
+                        env: dict[str, str] | None = None, timeout_s: float = 3600) -> dict:
     """Peak resident memory of ``medfss segment`` on a synthetic CT of ``shape`` with one support.
 
     The query (0.8 x 0.8 x 1 mm, uncompressed int16 as scanners write it)
     and a 128 x 128 x 60 support with its mask are written to ``workdir``;
-    the command runs in a child process (default model unless
-    ``checkpoint``) and its own peak resident set is read with ``wait4``.
+    the command, with ``extra_args`` added (e.g. ``--guidance registration``),
+    runs in a child process (default model unless ``checkpoint``) and its
+    own peak resident set is read with ``wait4``.
     """
     import nibabel as nib
 
@@ -181,7 +183,7 @@ def segment_peak_memory(workdir: str | os.PathLike, shape: tuple[int, int, int] 
     command = [sys.executable, "-m", "medfss.cli", "segment", "--query", str(workdir / "ct.nii"),
                "--support-image", str(workdir / "support.nii.gz"), "--support-mask",
                str(workdir / "support_mask.nii.gz"), "--label", "1", "--out", str(out), "--device", "cpu",
-               "--quiet", *(["--checkpoint", str(checkpoint)] if checkpoint is not None else [])]
+               "--quiet", *(["--checkpoint", str(checkpoint)] if checkpoint is not None else []), *extra_args]
     measured = command_peak_memory(command, workdir, env=env, timeout_s=timeout_s)
     return {"query_shape": list(shape), "supports": 1, **measured, "output_shape": list(nib.load(out).shape),
             "checkpoint": str(checkpoint) if checkpoint is not None else "bundled default model"}

@@ -13,9 +13,10 @@ ITK's thread count follows ``threads`` (default: torch's), so that a run's
 thread count is the one recorded in its provenance. A volume of more than
 ``max_voxels`` voxels is registered on a coarser copy (every axis scaled by
 one factor), which bounds registration's memory and time on large CTs; the
-transform, in physical units, then warps onto the full query grid. Organ-level
-alignment does not need sub-millimetre voxels, and no volume of CHAOST2 or CMR
-is large enough to be coarsened.
+transform, in physical units, then warps onto the full query grid, a slab of
+``max_voxels`` at a time (:class:`Registration`). Organ-level alignment does
+not need sub-millimetre voxels, and no volume of CHAOST2 or CMR is large
+enough to be coarsened.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from medfss.errors import ConfigError
 from medfss.validation import check_choice, require
@@ -85,10 +87,19 @@ def _threads(config: RegistrationConfig) -> int:
 
 @dataclass
 class Registration:
-    """A transform from a moving (support) grid to a fixed (query) grid; warps arrays of the moving grid."""
+    """A transform from a moving (support) grid to a fixed (query) grid; warps arrays of the moving grid.
 
-    fixed: object  # ants image of the query
+    The fixed grid is kept as its shape and spacing (origin 0, identity
+    direction), not as an image: :meth:`warp` fills it a slab of at most
+    ``slab_voxels`` at a time, so that ANTs' working copies (several of the
+    output's size) are a slab's, not a large CT's. A grid that fits in one
+    slab, every CHAOST2 and CMR volume, is warped whole.
+    """
+
+    fixed_shape: tuple[int, int, int]  # [H, W, D] of the query
+    fixed_spacing: tuple[float, float, float]
     transforms: list[str]  # ANTs forward transform files (in ``workdir``, or in a cache folder)
+    slab_voxels: int  # the most voxels of the fixed grid warped at once (at least one row along H)
     workdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)  # removed with this object
 
     def warp(self, array: np.ndarray, spacing: tuple[float, float, float], interpolator: str = "linear"
@@ -96,20 +107,29 @@ class Registration:
         """``array`` [h, w, d] of the moving grid, resampled on the fixed grid: [H, W, D] float32."""
         ants = _ants()
         moving = ants.from_numpy(np.ascontiguousarray(array, dtype=np.float32), spacing=tuple(map(float, spacing)))
-        warped = ants.apply_transforms(self.fixed, moving, self.transforms, interpolator=interpolator,
-                                       singleprecision=True)  # double would double the memory of a large CT
-        return warped.numpy()
+        height, rest = self.fixed_shape[0], self.fixed_shape[1:]
+        rows = max(1, self.slab_voxels // int(np.prod(rest)))
+        warped = np.empty(self.fixed_shape, dtype=np.float32)  # [H, W, D]
+        for top in range(0, height, rows):
+            bottom = min(top + rows, height)
+            slab = ants.from_numpy(np.zeros((bottom - top, *rest), dtype=np.float32),  # only its grid is used
+                                   origin=(top * float(self.fixed_spacing[0]), 0.0, 0.0),
+                                   spacing=tuple(map(float, self.fixed_spacing)))
+            warped[top:bottom] = ants.apply_transforms(slab, moving, self.transforms, interpolator=interpolator,
+                                                       singleprecision=True).numpy()  # double: twice the memory
+        return warped
 
 
-def _non_negative_image(array: np.ndarray, spacing: tuple[float, float, float]):
-    """The image shifted to a minimum of 0, as an ANTs image.
+def _non_negative_image(array: np.ndarray, spacing: tuple[float, ...], minimum: float | None = None):
+    """The image shifted by its minimum (or ``minimum``) to a minimum of 0, as an ANTs image.
 
     ANTsPy starts from the transform that aligns the two intensity centres
     of mass, which a z-scored image (negative values) throws far off; mutual
     information does not change under the shift.
     """
     ants = _ants()
-    shifted = np.asarray(array, dtype=np.float32) - np.float32(np.min(array))
+    minimum = np.min(array) if minimum is None else minimum
+    shifted = np.asarray(array, dtype=np.float32) - np.float32(minimum)
     return ants.from_numpy(np.ascontiguousarray(shifted), spacing=tuple(map(float, spacing)))
 
 
@@ -119,15 +139,25 @@ def coarsening_factor(shape: tuple[int, ...], max_voxels: int) -> float:
     return 1.0 if voxels <= max_voxels else (voxels / max_voxels) ** (1 / len(shape))
 
 
-def _registration_image(array: np.ndarray, spacing: tuple[float, float, float], max_voxels: int):
-    """``array`` as ANTs registers it: non-negative, coarsened when larger than ``max_voxels``."""
-    ants = _ants()
-    image = _non_negative_image(array, spacing)
+def _registration_image(array: np.ndarray, spacing: tuple[float, ...], max_voxels: int):
+    """``array`` as ANTs registers it: non-negative, and first coarsened when larger than ``max_voxels``.
+
+    The coarse copy interpolates ``array`` linearly on a grid of ``m`` points per
+    axis spanning the same first and last voxel centres (scipy's ``zoom``), so
+    its spacing is ``spacing * (n - 1) / (m - 1)``. It is made before ANTs
+    sees the volume: ANTs' own resampling copies the full volume four times
+    (2.4 GiB for a 512 x 512 x 600 CT).
+    """
     factor = coarsening_factor(array.shape, max_voxels)
     if factor == 1.0:
-        return image
-    shape = tuple(max(2, int(n / factor)) for n in array.shape)
-    return ants.resample_image(image, shape, use_voxels=True, interp_type=0)  # linear
+        return _non_negative_image(array, spacing)
+    shape = tuple(min(n, max(2, int(n / factor))) for n in array.shape)
+    coarse = np.empty(shape, dtype=np.float32)
+    ndimage.zoom(np.asarray(array, dtype=np.float32), [m / n for m, n in zip(shape, array.shape)], output=coarse,
+                 order=1, mode="nearest")  # linear; grid_mode=False: first and last voxel centres kept
+    coarse_spacing = tuple(float(s) * ((n - 1) / (m - 1) if m > 1 else 1.0)
+                           for s, n, m in zip(spacing, array.shape, shape))
+    return _non_negative_image(coarse, coarse_spacing, minimum=np.min(array))
 
 
 def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], moving: np.ndarray,
@@ -144,11 +174,11 @@ def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], movin
         fixed_image, moving_image, type_of_transform=TRANSFORMS[config.transform],
         outprefix=os.path.join(workdir.name, "t"), aff_metric=config.metric, syn_metric=config.metric,
         aff_iterations=config.aff_iterations, reg_iterations=config.syn_iterations)
-    reference = fixed_image if coarsening_factor(fixed.shape, config.max_voxels) == 1.0 else \
-        _non_negative_image(fixed, fixed_spacing)  # warps land on the full query grid
-    return Registration(reference, list(result["fwdtransforms"]), workdir)
+    return Registration(tuple(fixed.shape), tuple(map(float, fixed_spacing)), list(result["fwdtransforms"]),
+                        config.max_voxels, workdir)  # warps land on the full query grid
 
 
-def transforms_from(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], files: list[str]) -> Registration:
-    """A :class:`Registration` onto ``fixed`` from transform files written earlier (a cache)."""
-    return Registration(_non_negative_image(fixed, fixed_spacing), files)
+def transforms_from(fixed_shape: tuple[int, int, int], fixed_spacing: tuple[float, float, float], files: list[str],
+                    config: RegistrationConfig = RegistrationConfig()) -> Registration:
+    """A :class:`Registration` onto the grid ``fixed_shape`` from transform files written earlier (a cache)."""
+    return Registration(tuple(fixed_shape), tuple(map(float, fixed_spacing)), files, config.max_voxels)

@@ -92,7 +92,7 @@ class RegistrationPredictor:
         if not manifest.is_file():
             return None
         files = [str(manifest.parent / name) for name in json.loads(manifest.read_text())]
-        return transforms_from(query, query_spacing, files)
+        return transforms_from(query.shape, query_spacing, files, self.config)
 
     def _to_disk(self, folder: Path | None, result: Registration) -> None:
         if folder is None:

@@ -5,7 +5,8 @@
 * :mod:`~medfss.reliability.resume`: train, SIGKILL at a chosen step, resume,
   and compare the loss curve and the weights with an uninterrupted run;
 * :mod:`~medfss.reliability.fuzz`: seeded hostile inputs (NIfTI, DICOM,
-  checkpoints) driven through the public readers, ``segment`` and the CLI;
+  checkpoints, HDF5 data sets) driven through the public readers, ``segment``
+  and the CLI;
 * ``python -m medfss.reliability`` runs them all and writes
   ``results/reliability/results.json``.
 """

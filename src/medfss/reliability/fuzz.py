@@ -8,7 +8,10 @@ to its *target*:
   baseline, the hostile file being the query, the support scan or its mask;
 * ``prepare``: :func:`medfss.data.prepare.prepare` on an image/label pair;
 * ``dicom``: :func:`medfss.data.prepare.read_dicom_series` on a 4-slice series;
-* ``checkpoint``: :func:`medfss.checkpoints.load_model` on a tiny model file.
+* ``checkpoint``: :func:`medfss.checkpoints.load_model` on a tiny model file;
+* ``hdf5``: :func:`medfss.semisup.data.read_list` on a list file, then
+  :func:`~medfss.semisup.data.load_slices` (ACDC's training slices) or
+  :func:`~medfss.semisup.data.load_volumes` (ACDC, LA) on the cases it names.
 
 and sorts the outcome: ``ok`` (a result, checked), ``refused`` (a
 :class:`~medfss.errors.MedfssError` with a one-line message), or a failure:
@@ -19,7 +22,8 @@ changed), ``partial-output`` (a refused call left an output or a temporary
 file behind), ``payload-ran`` (a checkpoint's pickle payload executed).
 
 :func:`cli_outcome` runs a hostile input through the ``medfss`` command in a
-subprocess instead: exit status 2, one stderr line, no traceback.
+subprocess instead: exit status 2, one stderr line, no traceback (HDF5
+volumes through ``medfss evaluate`` with a tiny semi-supervised model).
 """
 
 from __future__ import annotations
@@ -104,6 +108,18 @@ def _call(case: HostileInput, folder: Path) -> str:
 
         series = read_dicom_series(folder / "series")
         return _check_volume(series.array) or ("" if np.isfinite(series.affine).all() else "non-finite affine")
+    if case.target == "hdf5":
+        from medfss.semisup.data import LAYOUTS, load_slices, load_volumes, read_list
+
+        list_file = folder / _list_file(case)
+        layout = LAYOUTS[list_file.parent.name]
+        names = read_list(list_file)
+        if list_file.name == "train_slices.list":
+            images, labels = load_slices(layout, list_file.parent, names, (16, 16))
+            return _check_labelled(images[:, 0].numpy(), labels.numpy(), layout.num_classes)
+        notes = [_check_labelled(image, label, layout.num_classes)
+                 for image, label in load_volumes(layout, list_file.parent, names)]
+        return next(filter(None, notes), "")
     from medfss.checkpoints import load_model
     from medfss.reliability.toy import build_tiny
 
@@ -111,10 +127,26 @@ def _call(case: HostileInput, folder: Path) -> str:
     return "" if all(v.dtype.is_floating_point for v in model.state_dict().values()) else "non-float weights"
 
 
+def _list_file(case: HostileInput) -> str:
+    (name,) = [name for name in case.files if name.endswith(".list")]
+    return name
+
+
 def _check_volume(array: np.ndarray) -> str:
     if array.ndim != 3 or 0 in array.shape:
         return f"returned shape {array.shape}"
     return "" if np.isfinite(array).all() else "returned non-finite voxels"
+
+
+def _check_labelled(image: np.ndarray, label: np.ndarray, num_classes: int) -> str:
+    """An HDF5 reader's result: a finite float32 image [S, H, W] or [*S] and int64 classes of its shape."""
+    if image.ndim != 3 or image.shape != label.shape or 0 in image.shape:
+        return f"returned image {image.shape} and label {label.shape}"
+    if image.dtype != np.float32 or not np.isfinite(image).all():
+        return f"returned a {image.dtype} image with non-finite voxels"
+    if label.dtype != np.int64 or label.min() < 0 or label.max() >= num_classes:
+        return f"returned {label.dtype} labels {label.min()}..{label.max()} off the classes 0..{num_classes - 1}"
+    return ""
 
 
 def _check_segmentation(result, query: Path, out: Path) -> str:
@@ -210,8 +242,15 @@ def fuzz_in_child(count: int, seed: int, workdir: Path) -> list[Outcome]:
 
 
 def cli_command(case: HostileInput, folder: Path) -> list[str]:
-    """The ``medfss`` command line that reads ``case``'s files (segment, prepare or the checkpoint)."""
+    """The ``medfss`` command line that reads ``case``'s files (segment, prepare, the checkpoint, HDF5 volumes)."""
     base = [sys.executable, "-m", "medfss.cli"]
+    if case.target == "hdf5" and _cli_readable(case):  # with an untrained model of the data set
+        from medfss.reliability.toy import tiny_semisup_model
+
+        list_file = Path(_list_file(case))
+        model = tiny_semisup_model(list_file.parent.name, folder / "semisup.pt")
+        return [*base, "evaluate", "--checkpoint", str(model), "--dataset", list_file.parent.name, "--data-root",
+                str(folder), "--list", list_file.name, "--out", str(folder / "out"), "--device", "cpu", "--quiet"]
     if case.target in ("segment", "checkpoint"):
         files = {Path(name).name.split(".")[0]: folder / name for name in case.files}
         query, support, mask = (files.get(k) for k in ("query", "support", "mask"))
@@ -260,12 +299,19 @@ def cli_outcome(case: HostileInput, folder: Path, timeout_s: float = 120.0) -> O
     return Outcome(case.target, case.kind, case.detail, status, message[:300])
 
 
+def _cli_readable(case: HostileInput) -> bool:
+    """Whether a command reads ``case`` on its own: ACDC's training slices are read by training only."""
+    if case.target == "hdf5":
+        return not _list_file(case).endswith("train_slices.list")
+    return case.target in ("segment", "prepare", "checkpoint")
+
+
 def cli_inputs(count: int, seed: int) -> list[HostileInput]:
-    """``count`` inputs of the CLI-readable targets (segment, prepare, checkpoint), in turn."""
+    """``count`` inputs of the CLI-readable targets (segment, prepare, checkpoint, HDF5 volumes), in turn."""
     chosen, index = [], 0
     while len(chosen) < count:
         case = next(hostile_inputs(1, seed, index))
-        if case.target in ("segment", "prepare", "checkpoint"):
+        if _cli_readable(case):
             chosen.append(case)
         index += 1
     return chosen

@@ -1,15 +1,21 @@
 """Seeded hostile inputs: small valid files with one thing wrong.
 
 Each :class:`HostileInput` is a valid phantom (NIfTI scan and mask, a
-4-slice DICOM series, or a tiny model file) with one defect, its *kind*: a
+4-slice DICOM series, a tiny model file, or an HDF5 case of the
+semi-supervised data sets with its list file) with one defect, its *kind*: a
 truncated or corrupt header, absurd declared sizes (1x1x1, 4000^3, negative),
 zero, negative or non-finite spacing, a broken affine, a wrong or unknown
 data type, NaN or Inf voxels, non-integer labels, 2D and 4D images, a mask
 off its scan's grid; DICOM slices cut short, damaged or with broken tags;
-checkpoints cut short, damaged, with wrong contents or a pickle payload.
+checkpoints cut short, damaged, with wrong contents or a pickle payload;
+HDF5 files cut short, damaged or not HDF5, without 'image' or 'label',
+with string, complex or compound values, the wrong dimensionality, image and
+label of different shapes, NaN or Inf voxels, labels off the classes,
+datasets declaring 4000^3 voxels the file does not store; list files empty,
+binary, or naming missing cases or paths.
 :func:`hostile_inputs` gives the ``index``-th input of a seed's sequence,
 the targets (``nifti``, ``segment``, ``prepare``, ``dicom``,
-``checkpoint``) in turn; :mod:`medfss.reliability.fuzz` runs them.
+``checkpoint``, ``hdf5``) in turn; :mod:`medfss.reliability.fuzz` runs them.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-TARGETS = ("nifti", "segment", "prepare", "dicom", "checkpoint")
+TARGETS = ("nifti", "segment", "prepare", "dicom", "checkpoint", "hdf5")
 SHAPE = (24, 20, 8)  # [X, Y, Z] of the phantoms
 PAYLOAD_MARKER = "payload-ran"  # the file (relative to the working folder) a pickle payload creates
 
@@ -472,6 +478,258 @@ def _checkpoint_fields(rng) -> HostileInput:
     return HostileInput("checkpoint", "ckpt-fields", name, {"model.pt": buffer.getvalue()})
 
 
+# --- HDF5: the semi-supervised data sets -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class H5Layout:
+    """One file the semi-supervised readers read, and the list file that names it (relative paths)."""
+
+    dataset: str  # ACDC or LA: a key of medfss.semisup.data.LAYOUTS
+    list_file: str
+    case: str
+    h5_file: str
+    shape: tuple[int, ...]
+
+    @property
+    def slices(self) -> bool:
+        """ACDC's 2D training slices (read by load_slices), not 3D volumes (load_volumes)."""
+        return len(self.shape) == 2
+
+    @property
+    def num_classes(self) -> int:
+        from medfss.semisup.data import LAYOUTS
+
+        return LAYOUTS[self.dataset].num_classes
+
+
+H5_LAYOUTS = (
+    H5Layout("ACDC", "ACDC/train_slices.list", "patient001_frame01_slice_0",
+             "ACDC/data/slices/patient001_frame01_slice_0.h5", (24, 20)),
+    H5Layout("ACDC", "ACDC/val.list", "patient001_frame01", "ACDC/data/patient001_frame01.h5", (3, 24, 20)),
+    H5Layout("LA", "LA/test.list", "A1", "LA/2018LA_Seg_Training Set/A1/mri_norm2.h5", (20, 18, 17)),
+)
+
+
+def h5_bytes(write: Callable[..., object]) -> bytes:
+    """An HDF5 file, in memory, holding what ``write(f)`` puts in it."""
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        write(f)
+    return buffer.getvalue()
+
+
+def h5_pair(image, label, **options) -> bytes:
+    """A file with the datasets ``image`` and ``label`` (``options``: of h5py's create_dataset)."""
+    def write(f):
+        f.create_dataset("image", data=image, **options)
+        f.create_dataset("label", data=label, **options)
+    return h5_bytes(write)
+
+
+def h5_phantom(rng: np.random.Generator, shape: tuple[int, ...], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """An image in [0, 1] (float32) holding a bright box labelled with the highest class (uint8)."""
+    image = rng.uniform(0, 0.2, shape).astype(np.float32)
+    label = np.zeros(shape, np.uint8)
+    label[tuple(slice(n // 4, n - n // 4) for n in shape)] = num_classes - 1
+    image[label > 0] += 0.6
+    return image, label
+
+
+# HDF5 defects: each returns (kind, detail, {relative path: bytes}) replacing files of the valid input
+
+
+def _h5_storage(rng) -> dict:
+    return {"chunks": True, "compression": "gzip"} if rng.random() < 0.5 else {}
+
+
+def _h5_truncated(rng, image, label, layout):
+    data = h5_pair(image, label, **_h5_storage(rng))
+    cut = int(rng.integers(0, len(data)))
+    return "truncated", f"first {cut} of {len(data)} bytes", {layout.h5_file: data[:cut]}
+
+
+def _h5_damaged(rng, image, label, layout):
+    data = bytearray(h5_pair(image, label, **_h5_storage(rng)))
+    where = rng.integers(0, len(data), int(rng.integers(1, 17)))
+    for i in where:
+        data[i] = int(rng.integers(0, 256))
+    return "bytes", f"random bytes at {sorted(where.tolist())}", {layout.h5_file: bytes(data)}
+
+
+def _h5_not_hdf5(rng, image, label, layout):
+    others = {"empty file": b"", "text": b"image,label\n0.5,1\n", "zeros": bytes(4096),
+              "NIfTI": nifti_bytes(image.reshape(*image.shape, *(1,) * (3 - image.ndim))),
+              "HDF5 signature, then noise": b"\x89HDF\r\n\x1a\n" + rng.integers(0, 256, 2000, np.uint8).tobytes(),
+              "gzipped HDF5": gzip.compress(h5_pair(image, label), mtime=0)}
+    name = list(others)[int(rng.integers(len(others)))]
+    return "not-hdf5", name, {layout.h5_file: others[name]}
+
+
+def _h5_missing(rng, image, label, layout):
+    import h5py
+
+    def nested(f):
+        group = f.create_group("image")
+        group.create_dataset("image", data=image)
+        f.create_dataset("label", data=label)
+
+    def dangling(f):
+        f.create_dataset("image", data=image)
+        f["label"] = h5py.SoftLink("/nowhere")
+
+    def external(f):
+        f["image"] = h5py.ExternalLink("elsewhere.h5", "/image")
+        f.create_dataset("label", data=label)
+
+    def attribute(f):
+        f.attrs["image"] = image
+        f.create_dataset("label", data=label)
+
+    writers = {"no label": lambda f: f.create_dataset("image", data=image),
+               "no image": lambda f: f.create_dataset("label", data=label),
+               "named img/seg": lambda f: (f.create_dataset("img", data=image), f.create_dataset("seg", data=label)),
+               "no datasets": lambda f: None, "image is a group": nested, "label a dangling link": dangling,
+               "image an external link to a missing file": external, "image an attribute": attribute}
+    name = list(writers)[int(rng.integers(len(writers)))]
+    return "missing-array", name, {layout.h5_file: h5_bytes(writers[name])}
+
+
+def _h5_dtype(rng, image, label, layout):
+    import h5py
+
+    role = "image" if rng.random() < 0.5 else "label"
+    array = image if role == "image" else label
+    casts = {
+        "bytes S8": lambda a: a.astype("S8"),
+        "variable-length strings": lambda a: np.array(a.astype(str).tolist(), dtype=h5py.string_dtype()),
+        "complex64": lambda a: (a + 1j).astype(np.complex64), "complex128": lambda a: a.astype(np.complex128),
+        "compound": lambda a: np.rec.fromarrays([a, a], names="re,im"),
+        "opaque V4": lambda a: a.astype(np.float32).view("V4"),
+        "enum": lambda a: a.astype(h5py.enum_dtype({f"c{i}": i for i in range(256)}, basetype="u1")),
+        "bool": lambda a: a > 0.5 if role == "image" else a > 0,
+        "int8": lambda a: (a * 100).astype(np.int8) if role == "image" else a.astype(np.int8),
+        "uint64": lambda a: (a * 1000).astype(np.uint64) if role == "image" else a.astype(np.uint64),
+        "float16": lambda a: a.astype(np.float16), "float64": lambda a: a.astype(np.float64),
+        "big-endian float32": lambda a: a.astype(">f4"),
+    }
+    name = list(casts)[int(rng.integers(len(casts)))]
+    data = {"image": image, "label": label, role: casts[name](array)}
+    return "dtype", f"{role} as {name}", {layout.h5_file: h5_pair(data["image"], data["label"])}
+
+
+def _h5_dimensionality(rng, image, label, layout):
+    import h5py
+
+    wrong = (3, 24, 20) if layout.slices else (24, 20)
+    shapes = [(24,), (2, 3, 4, 5), (), wrong, (0, *layout.shape[1:]), (1,) * len(layout.shape), "null"]
+    shape = shapes[int(rng.integers(len(shapes)))]
+    if shape == "null":  # a dataset with no dataspace
+        data = h5_bytes(lambda f: (f.create_dataset("image", data=h5py.Empty("f4")),
+                                   f.create_dataset("label", data=h5py.Empty("u1"))))
+    else:
+        data = h5_pair(rng.uniform(0, 1, shape).astype(np.float32), np.zeros(shape, np.uint8))
+    return "dimensionality", f"image and label of shape {shape}", {layout.h5_file: data}
+
+
+def _h5_shape_mismatch(rng, image, label, layout):
+    wrong = {"label one row short": label[:-1], "label transposed": np.ascontiguousarray(label.T),
+             "label flattened": label.reshape(-1)}
+    name = list(wrong)[int(rng.integers(len(wrong)))]
+    return "shape-mismatch", name, {layout.h5_file: h5_pair(image, wrong[name])}
+
+
+def _h5_voxels(rng, image, label, layout):
+    bad = image.astype(np.float64)
+    choice = int(rng.integers(4))
+    if choice == 0:
+        value = float(rng.choice([np.nan, np.inf, -np.inf]))
+        n = int(rng.integers(1, bad.size + 1))
+        bad.reshape(-1)[rng.choice(bad.size, n, replace=False)] = value
+        detail = f"{n} voxels = {value}"
+    elif choice == 1:
+        bad.reshape(-1)[0] = 1e300
+        detail = "a voxel of 1e300 (beyond float32)"
+    else:
+        bad[:] = float(choice == 3)
+        detail = f"constant image {float(choice == 3)}"
+    return "voxels", detail, {layout.h5_file: h5_pair(bad, label)}
+
+
+def _h5_labels(rng, image, label, layout):
+    num_classes = layout.num_classes
+    wrong = {"label 0.5": np.where(label > 0, 0.5, 0.0), "label -1": np.where(label > 0, -1, 0).astype(np.int16),
+             "label 300": np.where(label > 0, 300, 0).astype(np.uint16),
+             f"label {num_classes} (one past the classes)": np.where(label > 0, num_classes, 0).astype(np.uint8),
+             "a NaN label": np.where(label > 0, np.nan, 0.0), "label 2**40": np.where(label > 0, 2 ** 40, 0),
+             "continuous values": rng.normal(0, 1, label.shape), "all background": np.zeros_like(label),
+             "integers stored as float64": label.astype(np.float64)}
+    name = list(wrong)[int(rng.integers(len(wrong)))]
+    return "labels", name, {layout.h5_file: h5_pair(image, wrong[name])}
+
+
+def _h5_declared_size(rng, image, label, layout):
+    """Datasets declaring far more voxels than the file stores (chunks never written read as the fill value)."""
+    from medfss.semisup.data import MAX_VOXELS
+
+    rest = layout.shape[1:]
+    sizes = {"4000 per axis": (4000,) * len(layout.shape), "2**40 voxels": (2 ** 40 // int(np.prod(rest)), *rest),
+             "one more than MAX_VOXELS": (MAX_VOXELS // int(np.prod(rest)) + 1, *rest)}
+    choice = int(rng.integers(5))
+    if choice < 3:
+        name, shape = list(sizes.items())[choice]
+        which = ("image", "label") if rng.random() < 0.5 else ("label",)
+
+        def write(f):
+            for key, array in (("image", image), ("label", label)):
+                if key in which:
+                    f.create_dataset(key, shape=shape, dtype=array.dtype, chunks=(1,) * len(shape))
+                else:
+                    f.create_dataset(key, data=array)
+        return "declared-size", f"{' and '.join(which)}: {name} {shape}, none stored", {layout.h5_file: h5_bytes(write)}
+    if choice == 3:
+        def write(f):
+            f.create_dataset("image", shape=layout.shape, dtype="f4", chunks=True, fillvalue=np.nan)
+            f.create_dataset("label", data=label)
+        return "declared-size", "image never written, fill value NaN", {layout.h5_file: h5_bytes(write)}
+    data = h5_pair(image, label, chunks=True, maxshape=(None,) * len(layout.shape))
+    return "declared-size", "resizable datasets (unlimited maximum shape)", {layout.h5_file: data}
+
+
+def _h5_list(rng, image, label, layout):
+    case = layout.case
+    texts = {"empty": b"", "blank lines": b"\n  \n\t\n", "a missing case": b"patient999_frame01\n",
+             "the case and a missing one": f"{case}\nmissing_case\n".encode(),
+             "a path out of the folder": f"../../{case}\n".encode(), "a sub-folder": f"sub/{case}\n".encode(),
+             "a 5000-character name": b"a" * 5000 + b"\n", "a NUL byte": f"{case}\0x\n".encode(),
+             "binary bytes": rng.integers(0, 256, 64, np.uint8).tobytes(),
+             "byte-order mark": ("\ufeff" + case + "\n").encode(), "CRLF lines": f"{case}\r\n".encode(),
+             "the case twice, padded": f"  {case}  \n{case}\n".encode()}
+    name = list(texts)[int(rng.integers(len(texts)))]
+    return "list-file", name, {layout.list_file: texts[name]}
+
+
+H5_DEFECTS: dict[str, Callable] = {  # kind -> defect
+    "truncated": _h5_truncated, "bytes": _h5_damaged, "not-hdf5": _h5_not_hdf5, "missing-array": _h5_missing,
+    "dtype": _h5_dtype, "dimensionality": _h5_dimensionality, "shape-mismatch": _h5_shape_mismatch,
+    "voxels": _h5_voxels, "labels": _h5_labels, "declared-size": _h5_declared_size, "list-file": _h5_list}
+
+
+def hdf5_input(rng: np.random.Generator, layout: H5Layout, defect: Callable) -> HostileInput:
+    """A valid case of ``layout`` and its list file, with ``defect`` (a value of :data:`H5_DEFECTS`) applied."""
+    image, label = h5_phantom(rng, layout.shape, layout.num_classes)
+    kind, detail, changed = defect(rng, image, label, layout)
+    files = {layout.list_file: f"{layout.case}\n".encode(), layout.h5_file: h5_pair(image, label), **changed}
+    return HostileInput("hdf5", kind, f"{Path(layout.list_file).name}: {detail}", files)
+
+
+def _hdf5_input(rng) -> HostileInput:
+    layout = H5_LAYOUTS[int(rng.integers(len(H5_LAYOUTS)))]
+    return hdf5_input(rng, layout, list(H5_DEFECTS.values())[int(rng.integers(len(H5_DEFECTS)))])
+
+
 # --- the generator -------------------------------------------------------------------------------
 
 
@@ -486,5 +744,7 @@ def hostile_inputs(count: int, seed: int = 0, start: int = 0) -> Iterator[Hostil
         elif target == "checkpoint":
             valid_checkpoint = valid_checkpoint or _tiny_checkpoint()
             yield _checkpoint_input(rng, valid_checkpoint)
+        elif target == "hdf5":
+            yield _hdf5_input(rng)
         else:
             yield _nifti_input(rng, target)

@@ -1,5 +1,8 @@
 """A tiny few-shot model and a synthetic episode sampler for checks of the training loop.
 
+(And :func:`tiny_semisup_model`, an untrained semi-supervised model file for
+checks of the readers behind ``medfss evaluate``.)
+
 The model is cosine prototype matching on a two-layer conv encoder with
 dropout: dropout makes each step's loss depend on torch's random generator,
 so resume checks also check that randomness is restored. The sampler's
@@ -8,6 +11,8 @@ steps at 16 px takes seconds on a CPU.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,3 +82,21 @@ def tiny_config(iterations: int = 6, checkpoint_every: int = 3, **optim) -> Trai
         optim=OptimConfig(**{"lr": 0.05, "iterations": iterations, "batch_size": 2, **optim}),
         runtime=RuntimeConfig(accelerator="cpu", checkpoint_every=checkpoint_every, log_every=1),
     )
+
+
+def tiny_semisup_model(dataset: str, path: Path) -> Path:
+    """An untrained semi-supervised model file for ``dataset`` (ACDC: 2D U-Net, LA: 3D V-Net, 4 channels, 16 px)."""
+    from medfss.semisup.checkpoint import save_model
+    from medfss.semisup.config import InferenceConfig, SemiSupConfig, SemiSupDataConfig, SemiSupModelConfig
+    from medfss.semisup.data import get_layout
+    from medfss.semisup.networks import build_network
+
+    dims = 2 if dataset == "ACDC" else 3
+    config = SemiSupConfig(
+        model=SemiSupModelConfig(name="supervised-only", channels=(4, 8) if dims == 2 else (4,)),
+        data=SemiSupDataConfig(dataset=dataset, patch_size=(SIZE,) * dims, crop_size=(SIZE // 2,) * dims,
+                               labeled_batch=2, unlabeled_batch=2),
+        inference=InferenceConfig(stride=(SIZE // 2,) * 3))
+    torch.manual_seed(0)
+    net = build_network(dims, channels=config.model.channels, num_classes=get_layout(dataset).num_classes)
+    return save_model(net, config, path)

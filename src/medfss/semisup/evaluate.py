@@ -24,7 +24,7 @@ import torch
 
 from medfss.evaluation.metrics import METRIC_NAMES, segmentation_scores
 from medfss.semisup.config import TASK, SemiSupConfig
-from medfss.semisup.data import dataset_root, get_layout, read_h5, read_list
+from medfss.semisup.data import dataset_root, get_layout, load_volume, read_list
 from medfss.semisup.networks import SegmentationNet
 from medfss.semisup.sliding_window import predict_sliding, predict_slices
 from medfss.errors import ConfigError
@@ -89,7 +89,7 @@ def evaluate_list(net: SegmentationNet, config: SemiSupConfig, *, model_name: st
     start = time.perf_counter()
     cases = []
     for i, name in enumerate(names):
-        image, label = read_h5(layout.volume_path(root, name))
+        image, label = load_volume(layout, root, name)
         cases.append((name, predict_volume(net, config, image, device), label))
         if progress:
             print(f"  {i + 1}/{len(names)} {name}", flush=True)

@@ -158,7 +158,7 @@ def build_source(config: SemiSupConfig) -> BatchSource:
     pools = []
     for names in (labeled, unlabeled or labeled):
         if data.spatial_dims == 2:
-            images, labels = load_slices(root, names, data.patch_size)
+            images, labels = load_slices(layout, root, names, data.patch_size)
             pools.append(ImagePool(list(images[:, 0]), list(labels), data.patch_size))
         else:
             volumes = load_volumes(layout, root, names)
