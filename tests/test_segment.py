@@ -543,6 +543,7 @@ def test_a_512x512x600_ct_segments_within_a_few_gib(checkpoint, tmp_path):
     """Bounded memory: a large CT (600 MiB of float32 voxels) must not need more than a few GiB."""
     from medfss.evaluation.benchmark import segment_peak_memory
 
-    measured = segment_peak_memory(tmp_path, (512, 512, 600), checkpoint=checkpoint)
+    measured = segment_peak_memory(tmp_path, (512, 512, 600), checkpoint=checkpoint,
+                                   extra_args=["--guidance", "position"])
     assert measured["output_shape"] == [512, 512, 600]
     assert measured["peak_memory_mib"] < 4096, f"peak resident memory {measured['peak_memory_mib']:.0f} MiB"

@@ -81,7 +81,8 @@ def memory_section(workdir: Path, data_root: Path | None) -> dict:
     from medfss.evaluation.benchmark import command_peak_memory, segment_peak_memory
     from medfss.weights import DEFAULT_MODEL
 
-    segment = segment_peak_memory(workdir / "memory", (512, 512, 600), env=child_env())
+    segment = segment_peak_memory(workdir / "memory", (512, 512, 600), extra_args=["--guidance", "position"],
+                                  env=child_env())
     registration = segment_peak_memory(workdir / "memory", (512, 512, 600), extra_args=["--guidance", "registration"],
                                        env=child_env())
     evaluate = command_peak_memory(

@@ -263,7 +263,7 @@ def cli_command(case: HostileInput, folder: Path) -> list[str]:
         checkpoint = files.get("model")
         return [*base, "segment", "--query", str(query), "--support-image", str(support), "--support-mask",
                 str(mask), "--label", "1", "--out", str(folder / "out" / "pred.nii.gz"), "--quiet", "--device",
-                "cpu", *(["--checkpoint", str(checkpoint)] if checkpoint else [])]
+                "cpu", "--guidance", "position", *(["--checkpoint", str(checkpoint)] if checkpoint else [])]
     if case.target == "prepare":
         return [*base, "prepare", "--source", "nifti", "--input", str(folder / "in"), "--out", str(folder / "out"),
                 "--size", "32", "--image-glob", "img/*", "--label-glob", "lab/*", "--quiet"]
