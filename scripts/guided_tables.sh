@@ -12,7 +12,8 @@
 #    with SELECTION (a selection.json made on another data set): nothing is chosen on this one;
 # 3. `medfss evaluate --guidance registration --guidance-selection` scores every fold with its choice
 #    (SELECTION: every fold with that data set's best-overall choice) under both protocols, beside the same models
-#    without guidance (the position rule), into results/guided/MODEL_cpu/DATASET-setting1[...]/.
+#    without guidance (the position rule) and registration alone, on the same folds and supports, into
+#    results/guided/{MODEL_cpu,MODEL_cpu-position,registration-syn}/DATASET-setting1[-extent-estimated]/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 dataset=$2 folds=$3 supports=$4 selection=${5:-}
@@ -37,5 +38,7 @@ for extent in estimated gt; do
     --out "$out$suffix"
   .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" "${protocol[@]}" --extent "$extent" \
     --label "$model (CPU preset), same models without guidance" --out "results/guided/${model}_cpu-position/${dataset}-setting1$suffix"
+  .venv/bin/medfss evaluate --model registration "${cache[@]}" "${protocol[@]}" --extent "$extent" \
+    --label "registration (syn)" --out "results/guided/registration-syn/${dataset}-setting1$suffix"
 done
 .venv/bin/medfss report results --out results/README.md
