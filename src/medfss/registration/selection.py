@@ -69,6 +69,11 @@ def overlap_scores(prediction: np.ndarray, truth: np.ndarray) -> SegmentationSco
                               hd95=float("nan"), asd=float("nan"))
 
 
+def _evidence_key(config: GuidanceConfig) -> GuidanceConfig:
+    """Configs with one key share their evidence: w and sigma act in step 4 (the fusion) only."""
+    return replace(config, network_weight=1.0, prior_sigma_mm=0.0)
+
+
 def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], registration: RegistrationPredictor,
           protocol: ProtocolConfig, configs: Sequence[GuidanceConfig], progress: bool = True
           ) -> dict[GuidanceConfig, EvaluationResult]:
@@ -83,7 +88,7 @@ def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], regis
         raise ConfigError("a guidance sweep scores the tool's output: use the protocol with extent 'estimated'")
     protocol = protocol.resolved(dataset.spec)
     configs = list(dict.fromkeys(configs))
-    evidence_configs = list(dict.fromkeys(replace(c, network_weight=0.5, prior_sigma_mm=0.0) for c in configs))
+    evidence_configs = list(dict.fromkeys(_evidence_key(c) for c in configs))
     fold_cases = {f: dataset.fold_case_ids(f) for f in protocol.folds}
     runs: dict[GuidanceConfig, list[RunResult]] = {c: [] for c in configs}
     total = sum(len(cases) - protocol.shots for cases in fold_cases.values()) * \
@@ -108,8 +113,8 @@ def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], regis
                         body = body_mask(query.image)  # [H, W, D]
                         evidence = {e: g.evidence(supports, query.image, query.spacing) for e, g in guided.items()}
                         for config in configs:
-                            key = replace(config, network_weight=0.5, prior_sigma_mm=0.0)
-                            probabilities = np.where(body, fuse(evidence[key], config), 0.0)  # [H, W, D]
+                            evidence_of = evidence[_evidence_key(config)]
+                            probabilities = np.where(body, fuse(evidence_of, config), 0.0)  # [H, W, D]
                             mask = foreground(probabilities, protocol.threshold, largest_component=True)
                             scores[config].append(QueryResult(query.case_id, overlap_scores(mask, truth)))
                         bar.update()
