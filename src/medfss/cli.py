@@ -112,15 +112,6 @@ def _guide(args, protocol=None):
     return Guide(_registration_predictor(args), _guidance_config(args), fold_configs)
 
 
-def _guidance_record(guide, args) -> dict:
-    """What a guided run used, for results.json and segment summaries."""
-    record = {"registration": asdict(guide.registration.config), **asdict(guide.config)}
-    if guide.fold_configs:
-        record["selection"] = str(args.guidance_selection)
-        record["fold_configs"] = {str(f): asdict(c) for f, c in sorted(guide.fold_configs.items())}
-    return record
-
-
 def cmd_data_summary(args) -> int:
     from medfss.data.datasets import Dataset
     from medfss.data.summary import describe_volume, format_summary
@@ -203,6 +194,7 @@ def cmd_select_guidance(args) -> int:
     from medfss.registration.selection import FusionGrid, nested_selection, sweep
 
     dataset, config = _protocol(args, "estimated")
+    config = config.resolved(dataset.spec)
     grid = FusionGrid(support_slices=args.support_slices, network_weights=args.weights,
                       prior_sigmas_mm=args.sigmas_mm)
     configs = grid.configs(_guidance_config(args))
@@ -220,12 +212,11 @@ def cmd_select_guidance(args) -> int:
     print(f"nested cross-validation Dice {selection['nested_mean_dice']:.2f}; best over all folds: "
           f"w={best['config']['network_weight']:g} sigma={best['config']['prior_sigma_mm']:g} mm "
           f"{best['config']['support_slices']} ({best['mean_dice']:.2f}, not a test score)")
-    record = {"model": args.model, "checkpoint": args.checkpoint, "protocol": config.resolved(dataset.spec).to_dict(),
+    record = {"model": args.model, "checkpoint": args.checkpoint, "protocol": config.to_dict(),
               "grid": asdict(grid), "registration": asdict(registration.config), "selection": selection,
               "provenance": provenance()}
     if args.checkpoint is not None:
-        record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, config.resolved(
-            dataset.spec).classes)
+        record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, config.classes)
     out = Path(args.out) / "selection.json"
     write_text_atomic(json.dumps(record, indent=2) + "\n", out)
     print(f"wrote {out}")
@@ -265,7 +256,9 @@ def cmd_evaluate(args) -> int:
     if registration is not None:
         record["registration"] = asdict(registration.config)
     if guide is not None:
-        record["guidance"] = _guidance_record(guide, args)
+        record["guidance"] = guide.record()
+        if args.guidance_selection is not None:
+            record["guidance"]["selection"] = str(args.guidance_selection)
     if args.checkpoint is not None:
         record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, config.classes)
     out = Path(args.out)

@@ -200,7 +200,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
             model_info["config"] = asdict(predictor.config)
     if guide is not None:
         predictor = guide(predictor)
-        model_info["guidance"] = {"registration": asdict(guide.registration.config), **asdict(guide.config)}
+        model_info["guidance"] = guide.record()
     from medfss.data.preprocess import DEFAULT_ORIENTATION, check_axcodes
     orientation = orientation or model_info.get("slice_orientation") or DEFAULT_ORIENTATION
     try:

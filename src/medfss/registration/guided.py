@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -188,6 +188,13 @@ class Guide:
 
     def config_for(self, fold: int | None) -> GuidanceConfig:
         return self.fold_configs.get(fold, self.config)
+
+    def record(self) -> dict:
+        """What guided predictions use, for results.json and segment summaries."""
+        record = {"registration": asdict(self.registration.config), **asdict(self.config)}
+        if self.fold_configs:
+            record["fold_configs"] = {str(f): asdict(c) for f, c in sorted(self.fold_configs.items())}
+        return record
 
     def __call__(self, network: Predictor, fold: int | None = None) -> GuidedPredictor:
         return GuidedPredictor(network, self.registration, self.config_for(fold))

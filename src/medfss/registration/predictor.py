@@ -59,7 +59,7 @@ class RegistrationPredictor:
             self._cache.move_to_end(key)
             return self._cache[key]
         folder = None if self.cache_dir is None else self._folder(key, (support.image.shape, query.shape))
-        result = self._from_disk(folder, query, query_spacing)
+        result = self._from_disk(folder, query.shape, query_spacing)
         if result is None:
             result = register(query, query_spacing, support.image, support.spacing, self.config)
             self._to_disk(folder, result)
@@ -85,14 +85,14 @@ class RegistrationPredictor:
         name = hashlib.blake2b(f"{key[0]}{key[1]}{settings}".encode(), digest_size=16).hexdigest()
         return self.cache_dir / name
 
-    def _from_disk(self, folder: Path | None, query: np.ndarray, query_spacing) -> Registration | None:
+    def _from_disk(self, folder: Path | None, query_shape: tuple[int, ...], query_spacing) -> Registration | None:
         if folder is None:
             return None
         manifest = folder / "transforms.json"
         if not manifest.is_file():
             return None
         files = [str(manifest.parent / name) for name in json.loads(manifest.read_text())]
-        return transforms_from(query.shape, query_spacing, files, self.config)
+        return transforms_from(query_shape, query_spacing, files, self.config)
 
     def _to_disk(self, folder: Path | None, result: Registration) -> None:
         if folder is None:

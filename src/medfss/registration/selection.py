@@ -96,6 +96,7 @@ def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], regis
     with tqdm(total=total, disable=not progress, unit="query", desc=f"guidance sweep {protocol.dataset}") as bar:
         for fold in protocol.folds:
             volumes = {c: dataset.load(c) for c in fold_cases[fold]}
+            bodies = {c: body_mask(v.image) for c, v in volumes.items()}  # [H, W, D] each, shared by every class
             for support_index in protocol.support_indices:
                 support_ids = support_case_ids(fold_cases[fold], support_index, protocol.shots)
                 queries = [v for c, v in volumes.items() if c not in support_ids]
@@ -110,11 +111,10 @@ def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], regis
                         truth = query.label == class_index  # [H, W, D]
                         if not truth.any():
                             continue
-                        body = body_mask(query.image)  # [H, W, D]
                         evidence = {e: g.evidence(supports, query.image, query.spacing) for e, g in guided.items()}
                         for config in configs:
                             evidence_of = evidence[_evidence_key(config)]
-                            probabilities = np.where(body, fuse(evidence_of, config), 0.0)  # [H, W, D]
+                            probabilities = np.where(bodies[query.case_id], fuse(evidence_of, config), 0.0)
                             mask = foreground(probabilities, protocol.threshold, largest_component=True)
                             scores[config].append(QueryResult(query.case_id, overlap_scores(mask, truth)))
                         bar.update()
