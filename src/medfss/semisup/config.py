@@ -66,6 +66,10 @@ class SemiSupDataConfig:
     mask (ACDC 170 x 170 of 256 x 256, LA 74 x 74 x 53 of 112 x 112 x 80).
     ``labeled_fraction``: of the training patients (ACDC: 70, LA: 80 volumes),
     the first ``floor(fraction * n)`` in the list order are labelled.
+    ``holdout_list``: a list file of volume names (ACDC frames, LA ids) whose
+    patients are left out of training altogether, neither labelled nor
+    unlabelled: an inner validation split on which to choose settings without
+    the validation volumes. The labelled patients stay the literature's.
     """
 
     dataset: Literal["ACDC", "LA"] = "ACDC"
@@ -75,6 +79,7 @@ class SemiSupDataConfig:
     crop_size: tuple[int, ...] = (170, 170)
     labeled_batch: int = 12
     unlabeled_batch: int = 12
+    holdout_list: str | None = None
 
     def __post_init__(self):
         dims = 2 if self.dataset == "ACDC" else 3

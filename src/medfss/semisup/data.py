@@ -5,7 +5,8 @@ ACDC (2D training, 3D evaluation)::
     ACDC/train_slices.list            slice names, e.g. patient099_frame01_slice_15
     ACDC/data/slices/{name}.h5        image [H, W] float32 in [0, 1], label [H, W] uint8 (0 bg, 1 RV, 2 MYO, 3 LV)
     ACDC/{val,test}.list              volume names, e.g. patient028_frame01
-    ACDC/data/{name}.h5               image, label [D, H, W]
+    ACDC/data/{name}.h5               image, label [D, H, W]; a training frame, which has
+                                      no such file, is its slices {name}_slice_{k} stacked
 
 LA (3D)::
 
@@ -187,6 +188,12 @@ def split_labeled(names: list[str], fraction: float) -> tuple[list[str], list[st
     return [n for n in names if patient_of(n) in chosen], [n for n in names if patient_of(n) not in chosen]
 
 
+def without_patients(names: list[str], holdout: list[str]) -> list[str]:
+    """``names`` less those of any patient of ``holdout`` (an inner validation split)."""
+    excluded = {patient_of(n) for n in holdout}
+    return [n for n in names if patient_of(n) not in excluded]
+
+
 def resize(array: torch.Tensor, size: tuple[int, ...], mode: str) -> torch.Tensor:
     """[B, C, *spatial] resampled to ``size``: ``bilinear`` for images, ``nearest`` for labels."""
     if tuple(array.shape[2:]) == tuple(size):
@@ -208,8 +215,25 @@ def load_slices(layout: DatasetLayout, root: Path, names: list[str], size: tuple
 
 
 def load_volume(layout: DatasetLayout, root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(image, label) of the named volume (ACDC [D, H, W], LA [X, Y, Z])."""
-    return read_h5(layout.volume_path(root, name), ndim=3, num_classes=layout.num_classes)
+    """(image, label) of the named volume (ACDC [D, H, W], LA [X, Y, Z]).
+
+    An ACDC training frame has no volume file: its slices
+    ``data/slices/{name}_slice_{k}.h5``, k = 1, 2, ..., are stacked, so that an
+    inner validation split of training frames is scored like ``val.list``.
+    """
+    path = layout.volume_path(root, name)
+    if layout.name == "ACDC" and not path.exists() and _slice_path(root, name, 1).is_file():
+        slices = [read_h5(_slice_path(root, name, k), ndim=2, num_classes=layout.num_classes)
+                  for k in itertools.takewhile(lambda k: _slice_path(root, name, k).is_file(), itertools.count(1))]
+        shapes = {image.shape for image, _ in slices}
+        if len(shapes) > 1:
+            raise InputFileError(f"{root / 'data' / 'slices'}: the slices of {name} differ in shape {sorted(shapes)}")
+        return np.stack([image for image, _ in slices]), np.stack([label for _, label in slices])
+    return read_h5(path, ndim=3, num_classes=layout.num_classes)
+
+
+def _slice_path(root: Path, name: str, k: int) -> Path:
+    return root / "data" / "slices" / f"{name}_slice_{k}.h5"
 
 
 def load_volumes(layout: DatasetLayout, root: Path, names: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:

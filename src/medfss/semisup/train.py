@@ -44,7 +44,8 @@ from medfss.semisup.batches import BatchSource, ImagePool, StepBatches
 from medfss.semisup.checkpoint import save_model
 from medfss.semisup.config import SemiSupConfig
 from medfss.semisup.copy_paste import bidirectional
-from medfss.semisup.data import dataset_root, get_layout, load_slices, load_volumes, read_list, split_labeled
+from medfss.semisup.data import (dataset_root, get_layout, load_slices, load_volumes, read_list, split_labeled,
+                                 without_patients)
 from medfss.semisup.losses import ce_dice, sigmoid_rampup, total_loss, zero
 from medfss.semisup.mean_teacher import ema_update, make_teacher
 from medfss.semisup.networks import SegmentationNet, build_network
@@ -152,6 +153,12 @@ def build_source(config: SemiSupConfig) -> BatchSource:
     layout = get_layout(data.dataset)
     root = dataset_root(layout, data.data_root)
     labeled, unlabeled = split_labeled(read_list(root / layout.train_list), data.labeled_fraction)
+    if data.holdout_list is not None:
+        holdout = read_list(data.holdout_list)
+        if without_patients(labeled, holdout) != labeled:
+            raise ConfigError(f"data.holdout_list {data.holdout_list} holds labelled patients; hold out "
+                              "patients from the end of the training list")
+        unlabeled = without_patients(unlabeled, holdout)
     if not unlabeled and config.model.name != "supervised-only":
         raise ConfigError(f"data.labeled_fraction={data.labeled_fraction} labels every training patient: "
                           "nothing is left for self-training (use model.name=supervised-only)")
@@ -164,8 +171,9 @@ def build_source(config: SemiSupConfig) -> BatchSource:
             volumes = load_volumes(layout, root, names)
             pools.append(ImagePool([torch.from_numpy(i) for i, _ in volumes],
                                    [torch.from_numpy(l) for _, l in volumes], data.patch_size))
+    held_out = f", patients of {data.holdout_list} held out" if data.holdout_list else ""
     print(f"{data.dataset}: {len(labeled)} labelled and {len(unlabeled)} unlabelled training images "
-          f"(labelled fraction {data.labeled_fraction})", flush=True)
+          f"(labelled fraction {data.labeled_fraction}{held_out})", flush=True)
     return BatchSource(pools[0], pools[1], data.labeled_batch, data.crop_size)
 
 
