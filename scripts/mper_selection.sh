@@ -23,11 +23,13 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 inner=runs/acdc-inner/inner.list
 mkdir -p "$(dirname "$inner")"
+tmp=$(mktemp -d)  # runs started side by side each write their own copy, then move it into place
 # patients in list order, the last 10, each with both frames as the slice names give them
-sed 's/_slice_[0-9]*$//' "$data/train_slices.list" | awk '!seen[$0]++' > "$inner.frames"
-cut -d_ -f1 "$inner.frames" | awk '!seen[$0]++' | tail -n 10 > "$inner.patients"
-grep -F -f "$inner.patients" "$inner.frames" > "$inner"
-rm "$inner.frames" "$inner.patients"
+sed 's/_slice_[0-9]*$//' "$data/train_slices.list" | awk '!seen[$0]++' > "$tmp/frames"
+cut -d_ -f1 "$tmp/frames" | awk '!seen[$0]++' | tail -n 10 > "$tmp/patients"
+grep -F -f "$tmp/patients" "$tmp/frames" > "$tmp/inner.list"
+mv "$tmp/inner.list" "$inner"
+rm -r "$tmp"
 
 if [ -f "runs/$name/model.pt" ]; then
   echo "reusing runs/$name/model.pt"
