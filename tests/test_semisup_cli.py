@@ -114,3 +114,23 @@ def test_semisup_user_mistakes_exit_2_with_one_line(tiny_root, tmp_path, capsys)
     assert "cannot be resumed" in capsys.readouterr().err
     assert main(["segment", "--query", str(tmp_path / "x.nii.gz"), "--out", str(tmp_path / "y.nii.gz")]) == 2
     assert "--support-image" in capsys.readouterr().err
+
+
+def test_a_held_out_split_is_left_out_of_training_and_scored_from_its_slices(tiny_root, tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", "ACDC", "mean-teacher-copy-paste")
+    inner = tmp_path / "inner.list"
+    inner.write_text("patient009_frame01\n")  # the last patient: unlabelled at 50 %
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--data-root", str(tiny_root), "--set",
+                 f"data.holdout_list={inner}", "--run-dir", str(run)]) == 0
+    assert f"6 labelled and 3 unlabelled training images (labelled fraction 0.5, patients of {inner} held out)" \
+        in capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", str(run / "model.pt"), "--dataset", "ACDC", "--data-root",
+                 str(tiny_root), "--list", str(inner), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert result["volumes"] == 1 and result["config"]["data"]["holdout_list"] == str(inner)
+    assert "ACDC, inner validation split" in format_report(tmp_path)
+    inner.write_text("patient002_frame01\n")  # labelled: the literature's labelled patients are not ours to move
+    assert main(["train", "--config", str(config), "--data-root", str(tiny_root), "--set",
+                 f"data.holdout_list={inner}", "--run-dir", str(tmp_path / "run2")]) == 2
+    assert "holds labelled patients" in capsys.readouterr().err

@@ -11,8 +11,8 @@ import torch
 
 from medfss.errors import InputFileError, LabelMapError
 from medfss.semisup.batches import BatchSource, ImagePool, StepBatches, random_crop
-from medfss.semisup.data import (LAYOUTS, MAX_VOXELS, dataset_root, load_slices, load_volumes, read_h5,
-                                 read_list, split_labeled)
+from medfss.semisup.data import (LAYOUTS, MAX_VOXELS, dataset_root, load_slices, load_volume, load_volumes, read_h5,
+                                 read_list, split_labeled, without_patients)
 from medfss.semisup.sliding_window import overlap_for_stride, predict_sliding, predict_slices
 
 
@@ -203,3 +203,27 @@ def test_overlap_for_stride_places_windows_at_the_literatures_strides():
 def test_predict_slices_is_exact_at_the_networks_size():
     volume = torch.randn(5, 8, 8)
     torch.testing.assert_close(predict_slices(lambda x: x.clone(), volume, (8, 8), batch_size=2)[0], volume)
+
+
+def test_a_training_frame_is_its_slices_stacked_in_order_of_k(tmp_path):
+    root = tmp_path / "ACDC"
+    slices = [(np.full((5, 4), k / 20, np.float32), np.full((5, 4), k % 4, np.uint8)) for k in range(11)]
+    for k, (image, label) in enumerate(slices):  # k = 10 sorts before 2 as text
+        write_h5(root / "data" / "slices" / f"patient001_frame01_slice_{k}.h5", image, label)
+    write_h5(root / "data" / "slices" / "patient001_frame011_slice_0.h5", *slices[0])  # another frame
+    image, label = load_volume(LAYOUTS["ACDC"], root, "patient001_frame01")
+    assert image.shape == (11, 5, 4)
+    np.testing.assert_array_equal(image[:, 0, 0], (np.arange(11) / 20).astype(np.float32))
+    assert (label[:, 0, 0] == np.arange(11) % 4).all()
+    write_h5(root / "data" / "slices" / "patient002_frame01_slice_0.h5", *slices[0])
+    write_h5(root / "data" / "slices" / "patient002_frame01_slice_1.h5", np.zeros((6, 4)), np.zeros((6, 4)))
+    with pytest.raises(InputFileError, match="differ in shape"):
+        load_volume(LAYOUTS["ACDC"], root, "patient002_frame01")
+    with pytest.raises(InputFileError, match="not found"):
+        load_volume(LAYOUTS["ACDC"], root, "patient003_frame01")
+
+
+def test_without_patients_drops_every_frame_of_a_held_out_patient():
+    names = ["patient001_frame01_slice_1", "patient001_frame02_slice_1", "patient002_frame01_slice_1"]
+    assert without_patients(names, ["patient001_frame01"]) == ["patient002_frame01_slice_1"]
+    assert without_patients(["A1", "B2"], ["B2"]) == ["A1"]

@@ -44,3 +44,25 @@ def test_report_has_a_semisup_section_with_published_rows_and_the_ablation(tmp_p
     assert "| ✓ |  |  | mean-teacher-copy-paste 0.05 | **60.00**" in ablation
     assert "| ✓ | ✓ |  | multi-prototype 0.05 | **65.00**" in ablation
     assert "| ✓ | ✓ | ✓ | *published*, MPER paper Table III | 88.64" in ablation
+
+
+def test_seeds_are_averaged_and_the_inner_split_has_its_own_table(tmp_path):
+    runs = {}
+    for seed, dice in enumerate((50.0, 54.0, 58.0)):
+        result = fake_result("multi-prototype", 0.1, dice, gamma=0.1)
+        result["config"] |= {"runtime": {"seed": seed}, "data": {"holdout_list": "inner.list"}}
+        result["label"] = f"multi-prototype 0.1, seed {seed}"
+        runs[f"val{seed}"] = result
+        runs[f"inner{seed}"] = result | {"list": "inner.list", "mean": {**result["mean"],
+                                                                        "dice": {"mean": dice + 10, "std": 1.0}}}
+    runs["other"] = fake_result("multi-prototype", 0.1, 10.0, gamma=0.0)  # another config: not averaged in
+    for name, result in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(result))
+    report = format_report(tmp_path)
+    inner = report[report.index("ACDC, inner validation split"):report.index("## Semi-supervised segmentation (MPER): ACDC\n")]
+    main = report[report.index("## Semi-supervised segmentation (MPER): ACDC\n"):]
+    assert "| multi-prototype 0.1, **mean of seeds 0, 1, 2** | 10% | 3 runs |" in inner
+    assert "**64.00 ± 4.00** (std over seeds)" in inner
+    assert "**54.00 ± 4.00** (std over seeds)" in main and "inner.list" not in main.split("Sources:")[0]
+    assert "Table II" in main and "Table II" not in inner

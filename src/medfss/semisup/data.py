@@ -24,6 +24,7 @@ volumes, 5 % = 4, 10 % = 8) are labelled, the rest is used without labels.
 
 from __future__ import annotations
 
+import glob
 import itertools
 import math
 import os
@@ -218,22 +219,35 @@ def load_volume(layout: DatasetLayout, root: Path, name: str) -> tuple[np.ndarra
     """(image, label) of the named volume (ACDC [D, H, W], LA [X, Y, Z]).
 
     An ACDC training frame has no volume file: its slices
-    ``data/slices/{name}_slice_{k}.h5``, k = 1, 2, ..., are stacked, so that an
-    inner validation split of training frames is scored like ``val.list``.
+    ``data/slices/{name}_slice_{k}.h5`` are stacked in the order of k, so that
+    an inner validation split of training frames is scored like ``val.list``.
     """
     path = layout.volume_path(root, name)
-    if layout.name == "ACDC" and not path.exists() and _slice_path(root, name, 1).is_file():
-        slices = [read_h5(_slice_path(root, name, k), ndim=2, num_classes=layout.num_classes)
-                  for k in itertools.takewhile(lambda k: _slice_path(root, name, k).is_file(), itertools.count(1))]
-        shapes = {image.shape for image, _ in slices}
-        if len(shapes) > 1:
-            raise InputFileError(f"{root / 'data' / 'slices'}: the slices of {name} differ in shape {sorted(shapes)}")
-        return np.stack([image for image, _ in slices]), np.stack([label for _, label in slices])
-    return read_h5(path, ndim=3, num_classes=layout.num_classes)
+    slices = frame_slices(root, name) if layout.name == "ACDC" and not _exists(path) else []
+    if not slices:
+        return read_h5(path, ndim=3, num_classes=layout.num_classes)
+    stack = [read_h5(s, ndim=2, num_classes=layout.num_classes) for s in slices]
+    shapes = {image.shape for image, _ in stack}
+    if len(shapes) > 1:
+        raise InputFileError(f"{slices[0].parent}: the slices of {name} differ in shape ({sorted(shapes)})")
+    return np.stack([image for image, _ in stack]), np.stack([label for _, label in stack])
 
 
-def _slice_path(root: Path, name: str, k: int) -> Path:
-    return root / "data" / "slices" / f"{name}_slice_{k}.h5"
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name longer than the file system allows: read_h5 says so
+        return True
+
+
+def frame_slices(root: Path, name: str) -> list[Path]:
+    """The slice files ``data/slices/{name}_slice_{k}.h5`` of an ACDC frame, in the order of k."""
+    found = {}
+    for path in (root / "data" / "slices").glob(f"{glob.escape(name)}_slice_*.h5"):
+        k = path.name[len(name) + len("_slice_"):-len(".h5")]
+        if k.isdigit():
+            found[int(k)] = path
+    return [found[k] for k in sorted(found)]
 
 
 def load_volumes(layout: DatasetLayout, root: Path, names: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
