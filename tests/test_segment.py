@@ -250,6 +250,17 @@ def test_cli_says_what_was_estimated_and_warns_about_modality_and_new_folders(sc
         and "trained on MR" in report
 
 
+def test_guidance_none_predicts_every_slice_of_the_query_range(scans, checkpoint, tmp_path, capsys):
+    argv = segment_argv(scans, checkpoint, tmp_path, "--summary", str(tmp_path / "s.json"))
+    argv[argv.index("position")] = "none"
+    assert main(argv) == 0
+    assert "every slice of the query range (no guidance)" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "s.json").read_text())
+    depth = nib.load(scans["query"]).shape[summary["settings"]["axis"]]
+    assert summary["settings"]["extent"] == "all slices"
+    assert all(c["extent"] == [0, depth] for c in summary["classes"].values())
+
+
 def test_segment_help_tells_the_truth(capsys):
     with pytest.raises(SystemExit):
         main(["segment", "--help"])

@@ -65,12 +65,13 @@ def _registration_predictor(args):
 
 def _add_guidance_args(parser: argparse.ArgumentParser, default: str) -> None:
     group = parser.add_argument_group("registration guidance (--guidance registration)")
-    choices = ("auto", "position", "registration") if default == "auto" else ("position", "registration")
+    choices = ("auto", "position", "registration", "none") if default == "auto" else ("position", "registration")
     group.add_argument("--guidance", choices=choices, default=default,
                        help="how the organ's slices and support slices are found without a query label: "
                             "from the support's relative position (the chunk rule), or by registering each "
-                            "support onto the query and fusing the network with the warped labels; auto: "
-                            f"registration when ANTsPy is installed (default {default})")
+                            "support onto the query and fusing the network with the warped labels"
+                            + ("; none: the network alone on every slice of the query range" if default == "auto"
+                               else "") + f"; auto: registration when ANTsPy is installed (default {default})")
     group.add_argument("--guidance-weight", type=float, default=None, metavar="W",
                        help="weight of the network against the registered prior (default GuidanceConfig's)")
     group.add_argument("--guidance-sigma-mm", type=float, default=None, metavar="MM",
@@ -407,13 +408,14 @@ def cmd_segment(args) -> int:
             raise ConfigError("--method registration uses no network: leave out --checkpoint")
         predictor = _registration_predictor(args)
     guide = None
-    if args.method == "few-shot" and resolve_guidance(args.guidance) == "registration":
+    guidance = resolve_guidance(args.guidance) if args.method == "few-shot" else None
+    if guidance == "registration":
         guide = _guide(args)
         print(f"registering {len(args.support_image)} support scan(s) onto the query with ANTsPy "
               f"({args.registration_transform}; typically 30-90 s per support on 2 CPU cores)")
     result = segment(args.query, list(zip(args.support_image, args.support_mask)), args.label,
                      checkpoint=args.checkpoint, predictor=predictor, guide=guide, axis=args.axis,
-                     query_range=args.query_range,
+                     query_range=args.query_range, estimate_extent=guidance != "none",
                      orientation=args.orientation, modality=args.modality, largest_component=args.largest_component,
                      threshold=args.threshold, device=args.device, batch_size=args.batch_size,
                      label_names=parse_names(args.label_names) if args.label_names else None,

@@ -129,7 +129,7 @@ class Segmentation:
 def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labels: Sequence[int] = (1,), *,
             checkpoint: PathLike | None = None, predictor: Predictor | VolumePredictor | None = None,
             axis: int | None = None, query_range: SliceRange | None = None, orientation: str | None = None,
-            extent: SliceRange | Mapping[int, SliceRange] | None = None,
+            extent: SliceRange | Mapping[int, SliceRange] | None = None, estimate_extent: bool = True,
             modality: str = "auto", largest_component: bool = True, threshold: float = 0.5,
             chunks: int = 3, device: str = "auto", batch_size: int = 8,
             label_names: Sequence[str] | None = None, reference: PathLike | None = None,
@@ -151,7 +151,8 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     query_range: half-open ``(start, stop)`` slice indices along that axis
     that the support scans cover (default: the whole query).
     extent: the slices to predict, ``(start, stop)`` for every label or a
-    ``{label: (start, stop)}`` map (default: estimated from the supports).
+    ``{label: (start, stop)}`` map (default: estimated from the supports;
+    with ``estimate_extent=False``, every slice of ``query_range``).
     modality: ``auto``, ``MR`` or ``CT`` (intensity normalisation; ``auto``:
     :func:`medfss.modality.decide_modality`).
     label_names: one name per label (default: :func:`medfss.label_names.label_names`
@@ -222,8 +223,8 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
     support_data = [_read_support(image, mask, labels, modality, orientation)
                     for image, mask in pairs]  # all checked before any prediction
     whole_volume = isinstance(predictor, VolumePredictor)
-    plans = [_plan_label(label, support_data, volume, query_range, extents.get(label), chunks, whole_volume)
-             for label in labels]
+    plans = [_plan_label(label, support_data, volume, query_range, extents.get(label), chunks, whole_volume,
+                         estimate_extent) for label in labels]
     support_modalities = [s.modality for s in support_data]
     support_ml = {label: tuple(s.millilitres(label) for s in support_data) for label in labels}
     del support_data  # the plans hold what is needed of them
@@ -263,7 +264,7 @@ def segment(query: PathLike, supports: Sequence[tuple[PathLike, PathLike]], labe
         "settings": {"labels": list(labels), "axis": volume.scan_axis, "slice_direction": volume.direction,
                      "orientation": orientation,
                      "query_range": list(volume.scan_range(*query_range)),
-                     "extent": "given" if extent is not None else "estimated",
+                     "extent": "given" if extent is not None else "estimated" if estimate_extent else "all slices",
                      "modality": volume.modality, "modality_rule": query_modality.rule,
                      "body_mask": True, "largest_component": largest_component, "threshold": threshold,
                      "chunks": chunks, "batch_size": batch_size,
@@ -306,8 +307,8 @@ def _warnings(query: PathLike, query_modality: ModalityDecision, model_knows: st
 def describe(result: Segmentation) -> list[str]:
     """A run for the terminal: per label its volume, slices and supports; the modality; warnings; new folders."""
     settings = result.summary["settings"]
-    how = ("estimated from the organ's relative extent in the support scans" if settings["extent"] == "estimated"
-           else "given")
+    how = {"estimated": "estimated from the organ's relative extent in the support scans",
+           "all slices": "every slice of the query range (no guidance)"}.get(settings["extent"], "given")
     if "guidance" in result.summary["inputs"]["model"]:
         how = "found by the supports registered onto the query (registration guidance)"
     lines = []
@@ -527,8 +528,10 @@ class _LabelPlan:
 
 
 def _plan_label(label: int, supports: Sequence[_Support], volume: _QueryVolume, query_range: SliceRange,
-                given_extent: SliceRange | None, chunks: int, whole_volume: bool) -> _LabelPlan:
-    """The supports and extent of one label; ``whole_volume``: a volume predictor without a given extent."""
+                given_extent: SliceRange | None, chunks: int, whole_volume: bool,
+                estimate_extent: bool = True) -> _LabelPlan:
+    """The supports and extent of one label; ``whole_volume``: a volume predictor without a given extent;
+    without ``estimate_extent`` (and a given extent) every slice of ``query_range``."""
     from medfss.inference import SupportScan, chunk_support_slices, estimated_extent
 
     scans = tuple(SupportScan(np.moveaxis(s.image, volume.canonical_axis, -1),  # [h, w, d]
@@ -542,6 +545,8 @@ def _plan_label(label: int, supports: Sequence[_Support], volume: _QueryVolume, 
         extent = (start, stop - 1)
     elif whole_volume:
         extent = (query_range[0], query_range[1] - 1) if query_range != (0, volume.image.shape[-1]) else None
+    elif not estimate_extent:
+        extent = (query_range[0], query_range[1] - 1)
     else:
         extent = estimated_extent(scans, query_range)
     used = () if whole_volume else tuple(
