@@ -242,7 +242,8 @@ def test_guided_prediction_fuses_the_network_with_the_soft_registered_prior_on_t
     assert sum(network.slices) == extent.stop - extent.start  # the network ran on the registered extent only
     np.testing.assert_allclose(probability[..., extent], 0.25 * 0.8 + 0.75 * mask[..., extent], rtol=1e-6)
     assert not probability[..., :extent.start].any() and not probability[..., extent.stop:].any()
-    assert guided.last_guidance == {"registered_supports": 1, "supports": 1, "failures": []}
+    assert guided.last_guidance == {"registered_supports": 1, "supports": 1, "failures": [],
+                                    "network_slices": [extent.start, extent.stop - 1]}
 
 
 def test_a_failed_registration_falls_back_to_the_network_on_the_position_extent():
@@ -299,6 +300,10 @@ def test_segment_with_registration_guidance_reports_what_it_used(tmp_path, check
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["inputs"]["model"]["guidance"]["registration"]["transform"] == "affine"
     assert summary["classes"]["1"]["guidance"]["registered_supports"] == 1
+    start, stop = summary["classes"]["1"]["extent"]  # the slices the network predicted, not the whole scan
+    assert summary["settings"]["axis"] == 2 and 0 < start < stop < fixed.shape[2]
+    labelled = np.flatnonzero(np.asarray(nib.load(tmp_path / "p.nii.gz").dataobj).any(axis=(0, 1)))
+    assert labelled.size and start <= labelled[0] and labelled[-1] < stop
 
 
 def _run(fold: int, dice: float):

@@ -585,8 +585,10 @@ def _predict_labels(predictor: Predictor | VolumePredictor, plans: Sequence[_Lab
                                       chunks=chunks, batch_size=batch_size, body=body,
                                       progress=bar.update)  # [H, W, n]
             bottom = top + slab.shape[-1] - 1
-            extents.append((top, bottom))
-            guidance.append(dict(getattr(predictor, "last_guidance", {})))
+            notes = dict(getattr(predictor, "last_guidance", {}))
+            guidance.append(notes)
+            # a guided predictor returns the whole volume, but its labels lie on the slices the network predicted
+            extents.append(tuple(notes.pop("network_slices", (top, bottom))))
             mask = foreground(slab, threshold, largest_component)
             region = label_volume[..., top:bottom + 1]  # views on the extent's slices
             if best is None:

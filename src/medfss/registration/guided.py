@@ -153,7 +153,7 @@ class GuidedPredictor:
         self.last_guidance = {"registered_supports": len(masks), "supports": len(supports), "failures": failures}
         if not masks:
             plan = chunk_plan(supports, estimated_extent(supports, (0, depth)), query.shape[:2], self.chunks)
-            self.last_guidance["fallback"] = "position"
+            self.last_guidance |= {"fallback": "position", "network_slices": [plan.top, plan.bottom]}
             network = full_volume(predict_volume(self.network, query, plan, batch_size=self.batch_size), plan.top,
                                   depth)
             return GuidanceEvidence(network, None, tuple(query_spacing))
@@ -165,6 +165,7 @@ class GuidedPredictor:
             plan = registered_plan(registered, extent)
         else:
             plan = chunk_plan(supports, extent, query.shape[:2], self.chunks)
+        self.last_guidance["network_slices"] = [plan.top, plan.bottom]  # the fused labels lie within them
         network = full_volume(predict_volume(self.network, query, plan, batch_size=self.batch_size), plan.top, depth)
         return GuidanceEvidence(network, prior, tuple(query_spacing))
 
