@@ -60,8 +60,9 @@ def test_seeds_are_averaged_and_the_inner_split_has_its_own_table(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(result))
     report = format_report(tmp_path)
-    inner = report[report.index("ACDC, inner validation split"):report.index("## Semi-supervised segmentation (MPER): ACDC\n")]
-    main = report[report.index("## Semi-supervised segmentation (MPER): ACDC\n"):]
+    heading = "## Semi-supervised segmentation (MPER): ACDC\n"
+    inner = report[report.index("ACDC, inner validation split"):report.index(heading)]
+    main = report[report.index(heading):]
     assert "| multi-prototype 0.1, **mean of seeds 0, 1, 2** | 10% | 3 runs |" in inner
     assert "**64.00 ± 4.00** (std over seeds)" in inner
     assert "**54.00 ± 4.00** (std over seeds)" in main and "inner.list" not in main.split("Sources:")[0]

@@ -531,7 +531,7 @@ def _plan_label(label: int, supports: Sequence[_Support], volume: _QueryVolume, 
                 given_extent: SliceRange | None, chunks: int, whole_volume: bool,
                 estimate_extent: bool = True) -> _LabelPlan:
     """The supports and extent of one label; ``whole_volume``: a volume predictor without a given extent;
-    without ``estimate_extent`` (and a given extent) every slice of ``query_range``."""
+    without ``estimate_extent`` (and without a given extent) every slice of ``query_range``."""
     from medfss.inference import SupportScan, chunk_support_slices, estimated_extent
 
     scans = tuple(SupportScan(np.moveaxis(s.image, volume.canonical_axis, -1),  # [h, w, d]

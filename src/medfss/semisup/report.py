@@ -102,7 +102,8 @@ def is_inner_split(result: dict) -> bool:
 
 def _result_sections(entries: list[tuple[Path, dict]], root: Path) -> list[str]:
     lines = []
-    for dataset, inner in sorted({(r["dataset"], is_inner_split(r)) for _, r in entries}, key=lambda k: (k[0], not k[1])):
+    tables = sorted({(r["dataset"], is_inner_split(r)) for _, r in entries}, key=lambda k: (k[0], not k[1]))
+    for dataset, inner in tables:  # per data set: the inner split's table first
         rows = sorted(((p, r) for p, r in entries if r["dataset"] == dataset and is_inner_split(r) == inner),
                       key=_order)
         classes = list(rows[0][1]["classes"])
@@ -143,9 +144,9 @@ def _result_sections(entries: list[tuple[Path, dict]], root: Path) -> list[str]:
 
 def _without_seed(result: dict) -> str:
     """What a run is apart from its seed: the model, list and stored config with ``runtime.seed`` removed."""
-    config = json.loads(json.dumps(result.get("config") or {}))
-    (config.get("runtime") or {}).pop("seed", None)
-    return json.dumps([result["model"], result["list"], config], sort_keys=True)
+    config = result.get("config") or {}
+    runtime = {k: v for k, v in (config.get("runtime") or {}).items() if k != "seed"}
+    return json.dumps([result["model"], result["list"], {**config, "runtime": runtime}], sort_keys=True)
 
 
 def _seed_means(results: list[dict]) -> list[str]:
@@ -155,18 +156,19 @@ def _seed_means(results: list[dict]) -> list[str]:
         groups.setdefault(_without_seed(result), []).append(result)
     lines = []
     for group in groups.values():
-        if len(group) < 2 or any(r["mean"]["dice"]["mean"] is None for r in group):
+        classes = list(group[0]["classes"])
+        dice = {c: [r["classes"][c]["dice"]["mean"] for r in group] for c in classes}
+        means = {m: [r["mean"][m]["mean"] for r in group] for m in ("dice", "jaccard", "hd95", "asd")}
+        if len(group) < 2 or None in (*means["dice"], *(v for values in dice.values() for v in values)):
             continue
         seeds = sorted((r.get("config") or {}).get("runtime", {}).get("seed", 0) for r in group)
         label = re.sub(r", seed \d+", "", group[0].get("label") or group[0]["model"])
-        mean = lambda values: statistics.fmean(values)  # noqa: E731
-        classes = [f"{mean([r['classes'][c]['dice']['mean'] for r in group]):.2f}" for c in group[0]["classes"]]
-        dice = [r["mean"]["dice"]["mean"] for r in group]
-        other = [mean([r["mean"][m]["mean"] for r in group]) for m in ("jaccard", "hd95", "asd")]
+        cell = lambda values: "–" if None in values else f"{statistics.fmean(values):.2f}"  # noqa: E731
         lines.append(f"| {label}, **mean of seeds {', '.join(map(str, seeds))}** | "
-                     f"{group[0]['labeled_fraction']:.0%} | {len(group)} runs | " + " | ".join(classes)
-                     + f" | **{mean(dice):.2f} ± {statistics.stdev(dice):.2f}** (std over seeds) | "
-                     + " | ".join(f"{v:.2f}" for v in other) + " |")
+                     f"{group[0]['labeled_fraction']:.0%} | {len(group)} runs | "
+                     + " | ".join(cell(dice[c]) for c in classes)
+                     + f" | **{cell(means['dice'])} ± {statistics.stdev(means['dice']):.2f}** (std over seeds) | "
+                     + " | ".join(cell(means[m]) for m in ("jaccard", "hd95", "asd")) + " |")
     return lines
 
 
