@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# Train (or reuse), evaluate and bundle the default model of `medfss segment` / `medfss demo`:
-# ALPNet at the CPU preset, self-supervised on the CHAOST2 images of folds 1-4 (fold 0, the demo's
-# patients, held out), scored on fold 0 with the protocol both ways (organ slices from the query's
-# ground truth, and estimated without any query label), then copied into src/medfss/weights/ with a
-# model card generated from the run and the two evaluations.
+# Choose, train (or reuse), evaluate and bundle the default model of `medfss segment` / `medfss demo`.
+# The recipe is the candidate of configs/default_model_candidates.yaml best on CHAOST2 folds 1-4 (the folds
+# it trains on; python -m medfss.weights.selection); it is trained self-supervised on the images of folds
+# 1-4 (fold 0, the demo's patients, held out) and scored on fold 0 with the protocol both ways (organ
+# slices from the query's ground truth, and estimated without any query label), alone and with
+# registration guidance at its defaults; then copied into src/medfss/weights/ with a model card generated
+# from the selection, the run and the evaluations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run=runs/alpnet_cpu/CHAOST2-setting1/fold0  # the fold-0 run of scripts/cpu_tables.sh: same config
+bash scripts/setup.sh
+selection=results/default_model/selection.json
+.venv/bin/python -m medfss.weights.selection configs/default_model_candidates.yaml --out "$selection"
+chosen() {  # a field of the chosen recipe; a list one item per line
+  .venv/bin/python -c "import json, sys; v = json.load(open(sys.argv[1]))['chosen'][sys.argv[2]]
+print(*(v if isinstance(v, list) else [v]), sep='\n')" "$selection" "$1"
+}
+run=$(chosen run_dir) model=$(chosen model)
 if [ ! -f "$run/model.pt" ]; then
-  .venv/bin/medfss train --config configs/alpnet_cpu.yaml --set data.dataset=CHAOST2 --set data.fold=0 \
-    --set data.cache_dir=runs/superpixels --run-dir "$run" --resume auto
+  mapfile -t train_args < <(chosen train_arguments)
+  .venv/bin/medfss train "${train_args[@]}"
 fi
 results=()
-for extent in gt estimated; do
-  out=results/default_model/CHAOST2-setting1-extent-$extent
-  .venv/bin/medfss evaluate --model alpnet --checkpoint "$run/model.pt" --dataset CHAOST2 --setting 1 --folds 0 \
-    --support-index 0,1,2,3 --extent "$extent" --quiet --label "default model (alpnet CPU preset, fold 0)" --out "$out"
-  results+=("$out/results.json")
+for guidance in position registration; do
+  for extent in gt estimated; do
+    if [ "$guidance" = position ]; then
+      out=results/default_model/CHAOST2-setting1-extent-$extent label="default model (fold 0)"
+    else
+      out=results/default_model_guided/CHAOST2-setting1$([ "$extent" = gt ] || echo -extent-estimated)
+      label="default model + registration guidance (fold 0)"
+    fi
+    .venv/bin/medfss evaluate --model "$model" --checkpoint "$run/model.pt" --dataset CHAOST2 --setting 1 --folds 0 \
+      --support-index 0,1,2,3 --extent "$extent" --guidance "$guidance" --registration-cache runs/registration-cache \
+      --quiet --label "$label" --out "$out"
+    results+=("$out/results.json")
+  done
 done
-.venv/bin/python -m medfss.weights.bundle "$run" "${results[@]}"
+.venv/bin/python -m medfss.weights.bundle "$run" "${results[@]}" --selection "$selection"
 .venv/bin/medfss report results --out results/README.md

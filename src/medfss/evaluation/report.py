@@ -14,6 +14,7 @@ import json
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,18 +111,28 @@ def _mean_std(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)} if values else {"mean": None}
 
 
-def _restricted(result: dict, classes: list[str], folds: tuple[int, ...]) -> tuple[list[str], str]:
-    """Dice cells of ``result`` recomputed from its runs on ``folds`` only (same aggregation as evaluate)."""
+def _restricted_summaries(result: dict, classes: list[str], folds: tuple[int, ...]) -> tuple[list[dict], dict]:
+    """Per class and class-averaged: mean and std of ``result``'s run Dice on ``folds`` only (as evaluate)."""
     per_run: dict[tuple[int, int], list[float]] = defaultdict(list)
-    cells = []
+    summaries = []
     for name in classes:
         runs = [r for r in result["classes"].get(name, {}).get("runs", []) if r["fold"] in folds]
-        dice = [r["dice"] for r in runs if r.get("dice") is not None]
-        cells.append(_cell(_mean_std(dice)))
+        summaries.append(_mean_std([r["dice"] for r in runs if r.get("dice") is not None]))
         for r in runs:
             if r.get("dice") is not None:
                 per_run[r["fold"], r["support_index"]].append(r["dice"])
-    return cells, _cell(_mean_std([statistics.fmean(v) for v in per_run.values()]))
+    return summaries, _mean_std([statistics.fmean(v) for v in per_run.values()])
+
+
+def restricted_mean_dice(result: dict, folds: Sequence[int]) -> float | None:
+    """The mean Dice of a results.json dict over its runs on ``folds`` only; None when it has none there."""
+    return _restricted_summaries(result, list(result["classes"]), tuple(folds))[1]["mean"]
+
+
+def _restricted(result: dict, classes: list[str], folds: tuple[int, ...]) -> tuple[list[str], str]:
+    """Dice cells of ``result`` recomputed from its runs on ``folds`` only (same aggregation as evaluate)."""
+    summaries, mean = _restricted_summaries(result, classes, folds)
+    return [_cell(s) for s in summaries], _cell(mean)
 
 
 def _provenance_line(result: dict, path: Path, root: Path) -> str:
