@@ -8,6 +8,7 @@ import yaml
 
 from medfss.errors import ConfigError
 from medfss.evaluation.report import restricted_mean_dice
+from medfss.weights import MODEL_CARD
 from medfss.weights.selection import main, read_candidates, select
 
 ROOT = Path(__file__).parents[1]
@@ -69,3 +70,12 @@ def test_bad_candidate_lists_are_one_line_errors(tmp_path, capsys):
     assert exit_info.value.code == 2 and "not a candidate list" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
 
+
+
+def test_the_bundled_model_is_the_recipe_its_card_says_was_chosen_on_folds_1_to_4(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    selection = select(read_candidates(ROOT / "configs/default_model_candidates.yaml"))
+    assert {0} & set(selection["candidates"][0]["selection_folds"]) == set()
+    card = MODEL_CARD.read_text()
+    assert f"Recipe `{selection['chosen']['name']}` chosen among {len(selection['candidates'])}" in card
+    assert " ".join(selection["chosen"]["train_arguments"][:4]) in card.replace("'", "")

@@ -98,7 +98,7 @@ def model_card(run_dir: Path, evaluations: list[dict], size_bytes: int, selectio
         f"{config['optim']['batch_size']} episodes, lr {config['optim']['lr']}, "
         f"{training['wall_time_s'] / 60:.1f} min on {last['machine']['cpu_count']} CPU cores; "
         f"git {last['git_revision']}, {last['date']}; `{last['command']}`.",
-        *([f"- Recipe: {selection_note(selection)}"] if selection else []),
+        *([f"- {selection_note(selection)}"] if selection else []),
         "- Licence: the weights derive from CC BY-SA 4.0 data and are shared under CC BY-SA 4.0.",
         "- Intended use: demonstrations and a starting point for abdominal MRI; it is a small CPU model "
         "far below the published SSL-ALPNet (78.8 Dice on this protocol with ResNet-101 at 256 x 256). "
