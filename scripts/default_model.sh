@@ -4,8 +4,8 @@
 # it trains on; python -m medfss.weights.selection); it is trained self-supervised on the images of folds
 # 1-4 (fold 0, the demo's patients, held out) and scored on fold 0 with the protocol both ways (organ
 # slices from the query's ground truth, and estimated without any query label), alone and with
-# registration guidance at its defaults; then copied into src/medfss/weights/ with a model card generated
-# from the selection, the run and the evaluations.
+# registration guidance at its defaults (the fusion best on folds 1-4 with this model); then copied into
+# src/medfss/weights/ with a model card generated from the selection, the run and the evaluations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -20,6 +20,18 @@ if [ ! -f "$run/model.pt" ]; then
   mapfile -t train_args < <(chosen train_arguments)
   .venv/bin/medfss train "${train_args[@]}"
 fi
+# registration guidance's fusion for this model, chosen on folds 1-4 (the fold-0 scores below use it as
+# GuidanceConfig's defaults, which is what `medfss segment` and `medfss demo` use)
+.venv/bin/medfss select-guidance --model "$model" --checkpoint "$run/model.pt" --dataset CHAOST2 --folds 1,2,3,4 \
+  --support-index 0,1 --registration-cache runs/registration-cache --out results/default_model/guidance
+.venv/bin/python - <<'EOF'
+import json
+from dataclasses import asdict
+from medfss.registration.guided import GuidanceConfig
+best = json.load(open("results/default_model/guidance/selection.json"))["selection"]["best_overall"]["config"]
+if best != asdict(GuidanceConfig()):
+    raise SystemExit(f"set GuidanceConfig's defaults (src/medfss/registration/guided.py) to {best}, then rerun")
+EOF
 results=()
 for guidance in position registration; do
   for extent in gt estimated; do

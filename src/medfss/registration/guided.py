@@ -44,9 +44,10 @@ from medfss.validation import check_choice, check_non_negative_int, check_non_ne
 class GuidanceConfig:
     """How the network and the registration are combined (module docstring, steps 1-4)."""
 
-    # w and sigma: CHAOST2 fold 0's nested choice (results/guided), made on folds 1-4 alone, the folds the
-    # bundled model trained on, so its fold-0 figures with these defaults are not tuned on fold 0
-    network_weight: float = 0.25  # w of step 4 (1: the network alone on the registered extent; 0: no network)
+    # w, sigma and the support slices: the bundled default model's best fusion on CHAOST2 folds 1-4, the folds
+    # it trained on (results/default_model/guidance/selection.json, scripts/default_model.sh), so its fold-0
+    # figures with these defaults are not tuned on fold 0
+    network_weight: float = 0.5  # w of step 4 (1: the network alone on the registered extent; 0: no network)
     prior_sigma_mm: float = 5.0  # in-plane softening of the registered prior
     margin_slices: int = 1  # slices added on each side of the registered extent
     support_slices: str = "chunks"  # "chunks" (the chunk rule) or "registered" (slice z of the warped supports)
