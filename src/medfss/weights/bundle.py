@@ -38,7 +38,10 @@ def _table(results: dict) -> list[str]:
     protocol = results["protocol"]
     extent = EXTENT_NOTE[protocol.get("extent", "gt")]
     # guided tables get their own prefix, so that card_scores reads the network-alone figures the demo compares
-    head = "Protocol (registration guidance, as `medfss segment` by default)" if results.get("guidance") else "Protocol"
+    guidance = results.get("guidance")
+    head = (f"Protocol (registration guidance, as `medfss segment` by default: {guidance['registration']['transform']}, "
+            f"network weight {guidance['network_weight']:g}, prior sigma {guidance['prior_sigma_mm']:g} mm, "
+            f"{guidance['support_slices']} support slices)" if guidance else "Protocol")
     lines = [f"{head}: {results['dataset']}, setting {results['setting']}, {results['shots']}-shot, "
              f"folds {protocol['folds']}, supports {protocol['support_indices']}; {extent}.",
              "", "| " + " | ".join([*classes, "mean"]) + " |", "|" + "---|" * (len(classes) + 1)]
