@@ -107,10 +107,11 @@ def test_report_restricts_wider_results_to_the_folds_of_narrower_ones(tmp_path):
 
 
 def test_report_summary_has_one_row_per_preset_across_tables(tmp_path):
-    def result(label, dataset, setting, mean, folds=(0, 1), extent="gt", training=True):
+    def result(label, dataset, setting, mean, folds=(0, 1), extent="gt", training=True, supports=(0,)):
         classes = ["liver"] if dataset == "CHAOST2" else ["RV"]
         return {"model": "m", "label": label, "dataset": dataset, "setting": setting, "shots": 1,
-                "protocol": {"classes": classes, "folds": list(folds), "support_indices": [0], "extent": extent},
+                "protocol": {"classes": classes, "folds": list(folds), "support_indices": list(supports),
+                             "extent": extent},
                 "classes": {classes[0]: {"dice": {"mean": mean, "std": 0.0}}},
                 "mean": {"dice": {"mean": mean, "std": 1.0}}, "wall_time_s": 1.0,
                 **({"training": {"summary": "8 it"}} if training else {})}
@@ -120,7 +121,10 @@ def test_report_summary_has_one_row_per_preset_across_tables(tmp_path):
                          "m_cpu/CMR-setting1-estimated": result("model m", "CMR", 1, 10.0, extent="estimated"),
                          "m_cpu-tag/CMR-setting1": result("tagged", "CMR", 1, 99.0),
                          "one-fold/CMR-setting1": result("one fold only", "CMR", 1, 70.0, folds=(0,)),
-                         "floor/CHAOST2-setting1": result("a floor", "CHAOST2", 1, 30.0, training=False)}.items():
+                         "floor/CHAOST2-setting1": result("a floor", "CHAOST2", 1, 30.0, training=False,
+                                                          supports=(0, 1)),
+                         # the same floor on fewer supports (beside a guided table): the summary keeps the wider
+                         "zfloor/CHAOST2-setting1": result("a floor", "CHAOST2", 1, 35.0, training=False)}.items():
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "results.json").write_text(json.dumps(data))
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "README.md")]) == 0

@@ -227,7 +227,8 @@ def _summary_section(groups: dict[tuple[str, int, int], list[tuple[Path, dict]]]
         main = [result for path, result in groups[(*column, 1)] if not is_experiment(path, root)
                 and result["protocol"].get("extent", "gt") == "gt"]
         widest = max((len(result["protocol"]["folds"]) for result in main), default=0)
-        for result in main:
+        # rows of one name (a floor re-run beside a guided table on fewer supports): the one with the most supports
+        for result in sorted(main, key=lambda r: len(r["protocol"]["support_indices"])):
             if len(result["protocol"]["folds"]) == widest:
                 name = _row_name(result)
                 cells[name][column] = _cell(result["mean"]["dice"])
