@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Choose, train (or reuse), evaluate and bundle the default model of `medfss segment` / `medfss demo`.
-# The recipe is the candidate of configs/default_model_candidates.yaml best on CHAOST2 folds 1-4 (the folds
+# The recipe is the candidate of configs/default_model/candidates.yaml best on CHAOST2 folds 1-4 (the folds
 # it trains on; python -m medfss.weights.selection); it is trained self-supervised on the images of folds
 # 1-4 (fold 0, the demo's patients, held out) and scored on fold 0 with the protocol both ways (organ
 # slices from the query's ground truth, and estimated without any query label), alone and with
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 selection=results/default_model/selection.json
-.venv/bin/python -m medfss.weights.selection configs/default_model_candidates.yaml --out "$selection"
+.venv/bin/python -m medfss.weights.selection configs/default_model/candidates.yaml --out "$selection"
 chosen() {  # a field of the chosen recipe; a list one item per line
   .venv/bin/python -c "import json, sys; v = json.load(open(sys.argv[1]))['chosen'][sys.argv[2]]
 print(*(v if isinstance(v, list) else [v]), sep='\n')" "$selection" "$1"

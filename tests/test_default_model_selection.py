@@ -71,10 +71,18 @@ def test_bad_candidate_lists_are_one_line_errors(tmp_path, capsys):
     assert not (tmp_path / "out.json").exists()
 
 
+def test_the_selection_file_records_its_command(tmp_path, capsys):
+    path = _candidates(tmp_path, {"a": _result({0: (1.0, 1.0), 1: (50.0, 50.0)})})
+    assert main([str(path), "--out", str(tmp_path / "selection.json")]) == 0
+    record = json.loads((tmp_path / "selection.json").read_text())
+    assert record["provenance"]["command"].startswith("python -m medfss.weights.selection ")
+    assert "Recipe `a` chosen among 1 candidate recipes" in capsys.readouterr().out
+
+
 
 def test_the_bundled_model_is_the_recipe_its_card_says_was_chosen_on_folds_1_to_4(monkeypatch):
     monkeypatch.chdir(ROOT)
-    selection = select(read_candidates(ROOT / "configs/default_model_candidates.yaml"))
+    selection = select(read_candidates(ROOT / "configs/default_model/candidates.yaml"))
     assert {0} & set(selection["candidates"][0]["selection_folds"]) == set()
     card = MODEL_CARD.read_text()
     assert f"Recipe `{selection['chosen']['name']}` chosen among {len(selection['candidates'])}" in card

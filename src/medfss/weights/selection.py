@@ -1,6 +1,6 @@
 """Choose the default model's recipe on the folds it trains on, never on the fold it is scored on.
 
-    python -m medfss.weights.selection configs/default_model_candidates.yaml --out selection.json
+    python -m medfss.weights.selection configs/default_model/candidates.yaml --out selection.json
 
 The default model is trained on the images of every fold but one (the held-out
 fold, the demo's patients) and scored on that fold. Its recipe is chosen among
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from medfss.config import read_yaml
 from medfss.data.io import write_text_atomic
 from medfss.errors import ConfigError
 from medfss.evaluation.report import restricted_mean_dice
+from medfss.provenance import provenance
 
 RULE = ("the candidate with the best mean Dice over the runs of every fold but the held-out one "
         "(ties: the earlier candidate); the held-out fold's scores are not used")
@@ -113,14 +115,15 @@ def selection_note(selection: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medfss.weights.selection", description=__doc__.splitlines()[0])
-    parser.add_argument("candidates", type=Path, help="YAML candidate list (configs/default_model_candidates.yaml)")
+    parser.add_argument("candidates", type=Path, help="YAML candidate list (configs/default_model/candidates.yaml)")
     parser.add_argument("--out", type=Path, required=True, help="selection JSON to write")
     args = parser.parse_args(argv)
     try:
         selection = select(read_candidates(args.candidates))
     except ConfigError as error:
         parser.exit(2, f"error: {error}\n")
-    write_text_atomic(json.dumps(selection, indent=2) + "\n", args.out)
+    command = ["python", "-m", "medfss.weights.selection", *(sys.argv[1:] if argv is None else argv)]
+    write_text_atomic(json.dumps({**selection, "provenance": provenance(command)}, indent=2) + "\n", args.out)
     print(selection_note(selection))
     print("train: medfss train " + shlex.join(selection["chosen"]["train_arguments"]))
     return 0
