@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 
 import nibabel as nib
@@ -397,14 +396,3 @@ def test_a_guidance_selection_without_registration_guidance_is_a_one_line_error(
     assert code == 2
     assert "add --guidance registration" in capsys.readouterr().err
 
-
-def test_itk_keeps_the_first_thread_count_of_a_process_and_a_different_request_warns(monkeypatch, recwarn):
-    from medfss.registration.ants import ITK_THREADS, _apply_threads
-
-    monkeypatch.delenv(ITK_THREADS, raising=False)
-    _apply_threads(2)
-    _apply_threads(2)
-    assert len(recwarn) == 0
-    with pytest.warns(UserWarning, match="runs on 2 ITK threads .* not the 3 asked for"):
-        _apply_threads(3)
-    assert os.environ[ITK_THREADS] == "2"

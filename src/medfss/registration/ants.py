@@ -10,10 +10,7 @@ information with ``syn_iterations`` per resolution level (ANTsPy's default
 (40, 20, 0) skips the full-resolution level).
 
 ITK's thread count follows ``threads`` (default: torch's), so that a run's
-thread count is the one recorded in its provenance. ITK reads it (from
-``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS``) once, at a process's first
-registration; a later call that asks for another count, or a count set in
-that variable beforehand that differs, gets a warning naming the count used. A volume of more than
+thread count is the one recorded in its provenance. A volume of more than
 ``max_voxels`` voxels is registered on a coarser copy (every axis scaled by
 one factor), which bounds registration's memory and time on large CTs; the
 transform, in physical units, then warps onto the full query grid, a slab of
@@ -26,7 +23,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +33,6 @@ from medfss.validation import check_choice, require
 
 TRANSFORMS = {"affine": "Affine", "syn": "SyN"}  # ours -> ANTsPy's type_of_transform
 METRICS = ("mattes", "CC", "meansquares", "GC")
-ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 
 
 @dataclass(frozen=True)
@@ -88,14 +83,6 @@ def _threads(config: RegistrationConfig) -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-def _apply_threads(wanted: int) -> None:
-    """Give ITK ``wanted`` threads unless the process already fixed its count (module docstring)."""
-    fixed = os.environ.setdefault(ITK_THREADS, str(wanted))
-    if fixed != str(wanted):
-        warnings.warn(f"registration runs on {fixed} ITK threads ({ITK_THREADS}, which ITK reads once per "
-                      f"process), not the {wanted} asked for", stacklevel=3)
 
 
 @dataclass
@@ -178,7 +165,7 @@ def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], movin
              ) -> Registration:
     """Register ``moving`` [h, w, d] onto ``fixed`` [H, W, D] (both normalised images, same voxel order)."""
     ants = _ants()
-    _apply_threads(_threads(config))
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(_threads(config))
     fixed_image = _registration_image(fixed, fixed_spacing, config.max_voxels)
     moving_image = _registration_image(moving, moving_spacing, config.max_voxels)
     workdir = tempfile.TemporaryDirectory(prefix="medfss-registration-")
