@@ -79,7 +79,6 @@ def test_the_selection_file_records_its_command(tmp_path, capsys):
     assert "Recipe `a` chosen among 1 candidate recipes" in capsys.readouterr().out
 
 
-
 def test_the_bundled_model_is_the_recipe_its_card_says_was_chosen_on_folds_1_to_4(monkeypatch):
     monkeypatch.chdir(ROOT)
     selection = select(read_candidates(ROOT / "configs/default_model/candidates.yaml"))

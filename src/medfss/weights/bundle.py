@@ -22,6 +22,7 @@ from medfss.data.io import write_atomic, write_text_atomic
 from medfss.errors import ConfigError
 from medfss.modality import model_modality
 from medfss.weights import DEFAULT_MODEL, MODEL_CARD
+from medfss.weights.selection import selection_note
 
 MAX_BYTES = 25 * 1024 * 1024
 EXTENT_NOTE = {"gt": "organ slices from the query's ground truth (the literature's protocol)",
@@ -39,9 +40,10 @@ def _table(results: dict) -> list[str]:
     extent = EXTENT_NOTE[protocol.get("extent", "gt")]
     # guided tables get their own prefix, so that card_scores reads the network-alone figures the demo compares
     guidance = results.get("guidance")
-    head = (f"Protocol (registration guidance, as `medfss segment` by default: {guidance['registration']['transform']}, "
-            f"network weight {guidance['network_weight']:g}, prior sigma {guidance['prior_sigma_mm']:g} mm, "
-            f"{guidance['support_slices']} support slices)" if guidance else "Protocol")
+    head = (f"Protocol (registration guidance, as `medfss segment` by default: "
+            f"{guidance['registration']['transform']}, network weight {guidance['network_weight']:g}, "
+            f"prior sigma {guidance['prior_sigma_mm']:g} mm, {guidance['support_slices']} support slices)"
+            if guidance else "Protocol")
     lines = [f"{head}: {results['dataset']}, setting {results['setting']}, {results['shots']}-shot, "
              f"folds {protocol['folds']}, supports {protocol['support_indices']}; {extent}.",
              "", "| " + " | ".join([*classes, "mean"]) + " |", "|" + "---|" * (len(classes) + 1)]
@@ -69,8 +71,6 @@ def card_scores(card: str) -> dict[str, dict[str, float]]:
 
 def model_card(run_dir: Path, evaluations: list[dict], size_bytes: int, selection: dict | None = None) -> str:
     """The markdown card of the model trained in ``run_dir``, chosen by ``selection``, scored by ``evaluations``."""
-    from medfss.weights.selection import selection_note
-
     from medfss.checkpoints import read_checkpoint, read_training_record
 
     data = read_checkpoint(run_dir / "model.pt")
