@@ -65,7 +65,7 @@ def test_demo_on_chaost2_with_the_bundled_model_beats_the_floor(data_root, tmp_p
     dice = {k: v["dice"] for k, v in summary["demo"]["scores"].items()}
     assert dice["liver"] > 70 and min(dice.values()) > 30 and np.mean(list(dice.values())) > 60, dice
     out = capsys.readouterr().out
-    assert "CHAOST2 patient 2" in out and "registering the support onto the query" in out
+    assert "CHAOST2 patient 2" in out and "registering 1 support scan onto the query with ANTsPy (syn; about" in out
     assert "label 1 (liver): " in out and "registration guidance" in out  # what was estimated, and how
     assert summary["inputs"]["model"]["guidance"]["registration"]["transform"] == "syn"
     assert summary["demo"]["model_card_dice"] == {}  # the card's figures are for the position rule

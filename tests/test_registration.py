@@ -396,3 +396,30 @@ def test_a_guidance_selection_without_registration_guidance_is_a_one_line_error(
     assert code == 2
     assert "add --guidance registration" in capsys.readouterr().err
 
+
+
+def test_the_time_estimate_scales_with_voxels_threads_and_the_coarsening_cap():
+    from medfss.registration.ants import SECONDS_PER_MILLION_VOXELS, expected_seconds, time_estimate
+
+    one_thread = RegistrationConfig(transform="affine", threads=1)
+    assert expected_seconds((100, 100, 100), one_thread) == SECONDS_PER_MILLION_VOXELS["affine"]
+    assert expected_seconds((100, 100, 100), RegistrationConfig(transform="affine", threads=4)) == \
+        pytest.approx(tuple(s / 2 for s in SECONDS_PER_MILLION_VOXELS["affine"]))
+    syn = RegistrationConfig(threads=1, max_voxels=2 ** 20)
+    assert expected_seconds((512, 512, 600), syn) == expected_seconds((1024, 1024, 1), syn)  # registered coarse
+    low, high = SECONDS_PER_MILLION_VOXELS["syn"]
+    assert time_estimate((100, 100, 100), 3, RegistrationConfig(threads=1)) == \
+        f"about {3 * low:.0f}-{3 * high:.0f} s with 1 thread"
+
+
+def test_the_registration_notice_reads_the_query_header_and_survives_a_bad_file(tmp_path):
+    from medfss.registration.ants import registration_notice
+
+    path = tmp_path / "query.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((100, 100, 100), np.float32), np.eye(4)), path)
+    config = RegistrationConfig(threads=1)
+    assert registration_notice(path, 2, config).startswith("registering 2 support scans onto the query with "
+                                                           "ANTsPy (syn; about 40-80 s with 1 thread")
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
+    assert registration_notice(tmp_path / "broken.nii.gz", 1, config) == \
+        "registering 1 support scan onto the query with ANTsPy (syn)"

@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 
 from medfss.data.datasets import Volume
 from medfss.data.samplers import SupervoxelSampler
-from medfss.data.superpixels import merge_small_regions, superpixels_for_volume
+from medfss.data.superpixels import merge_small_regions, superpixels_for_volume, superpixels_for_volumes
 from medfss.data.supervoxels import SupervoxelConfig, compute_supervoxels
 from medfss.data.transforms import AugmentConfig
 
@@ -70,6 +70,13 @@ def test_supervoxel_settings_name_their_own_cache(tmp_path, volumes_and_supervox
     assert [p.name for p in tmp_path.iterdir()] == [f"nonexistent_0_sp-{PARAMS.key}.npz"]
     with pytest.raises(ValueError, match="segments"):
         SupervoxelConfig(segments=0)
+
+
+def test_the_uncached_pass_names_supervoxels(tmp_path, capsys):
+    superpixels_for_volumes([phantom()], PARAMS, tmp_path)
+    err = capsys.readouterr().err
+    assert "computing the supervoxel pseudolabels of 1 of 1" in err and "about 8 s per" in err
+    assert "supervoxels: 100%" in err  # the progress bar's name
 
 
 def test_sampler_draws_two_different_slices_of_one_supervoxel(volumes_and_supervoxels):

@@ -410,9 +410,10 @@ def cmd_segment(args) -> int:
     guide = None
     guidance = resolve_guidance(args.guidance) if args.method == "few-shot" else None
     if guidance == "registration":
+        from medfss.registration.ants import registration_notice
+
         guide = _guide(args)
-        print(f"registering {len(args.support_image)} support scan(s) onto the query with ANTsPy "
-              f"({args.registration_transform}; typically 30-90 s per support on 2 CPU cores)")
+        print(registration_notice(args.query, len(args.support_image), guide.registration.config))
     result = segment(args.query, list(zip(args.support_image, args.support_mask)), args.label,
                      checkpoint=args.checkpoint, predictor=predictor, guide=guide, axis=args.axis,
                      query_range=args.query_range, estimate_extent=guidance != "none",

@@ -142,11 +142,12 @@ def run_demo(out_dir: str | os.PathLike, *, data_root: str | os.PathLike | None 
         out_dir.mkdir(parents=True)
     guide = None
     if guidance == "registration":
+        from medfss.registration.ants import registration_notice
         from medfss.registration.guided import Guide
         from medfss.registration.predictor import RegistrationPredictor
 
         guide = Guide(RegistrationPredictor())
-        print("medfss demo: registering the support onto the query with ANTsPy (typically 30-90 s on 2 CPU cores)")
+        print(f"medfss demo: {registration_notice(case.query, 1, guide.registration.config)}")
     result = segment(case.query, [(case.support_image, case.support_mask)], list(CHAOST2_ORGANS),
                      checkpoint=checkpoint, device=device, guide=guide, label_names=list(CHAOST2_ORGANS.values()),
                      reference=case.query_truth, out=out_dir / "prediction.nii.gz",

@@ -33,6 +33,9 @@ from medfss.validation import check_choice, require
 
 TRANSFORMS = {"affine": "Affine", "syn": "SyN"}  # ours -> ANTsPy's type_of_transform
 METRICS = ("mattes", "CC", "meansquares", "GC")
+# Seconds per million query voxels for one registration on one thread at the default schedule, the
+# range of the per-pair wall times of results/floors (CHAOST2 and CMR, 80-140 pairs each, 2-core CPU).
+SECONDS_PER_MILLION_VOXELS = {"affine": (6.0, 10.0), "syn": (20.0, 40.0)}
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,48 @@ def _ants():
     except ImportError:
         raise ConfigError("registration needs ANTsPy: pip install antspyx (or medfss[registration])") from None
     return ants
+
+
+def expected_seconds(query_shape: tuple[int, ...], config: RegistrationConfig = RegistrationConfig()
+                     ) -> tuple[float, float]:
+    """A rough (low, high) wall time in seconds of registering one support onto a query of ``query_shape``.
+
+    Scaled from :data:`SECONDS_PER_MILLION_VOXELS` by the voxels registered
+    (``max_voxels`` at most) and by the square root of the thread count
+    (ITK's SyN parallelises only part of each iteration). Only for telling a
+    user how long to wait; iteration counts other than the default are not
+    accounted for.
+    """
+    voxels = min(float(np.prod(query_shape)), float(config.max_voxels)) / 1e6
+    low, high = SECONDS_PER_MILLION_VOXELS[config.transform]
+    speedup = _threads(config) ** 0.5
+    return low * voxels / speedup, high * voxels / speedup
+
+
+def time_estimate(query_shape: tuple[int, ...], supports: int, config: RegistrationConfig = RegistrationConfig()
+                  ) -> str:
+    """``expected_seconds`` for ``supports`` registrations, in words: "about 40-80 s with 2 threads"."""
+    low, high = (supports * s for s in expected_seconds(query_shape, config))
+    threads = _threads(config)
+    return f"about {low:.0f}-{high:.0f} s with {threads} thread{'s' if threads > 1 else ''}"
+
+
+def registration_notice(query: str | os.PathLike, supports: int, config: RegistrationConfig = RegistrationConfig()
+                        ) -> str:
+    """The line a command prints before registering ``supports`` scans onto the ``query`` NIfTI file.
+
+    The estimate needs the query's shape, read from its header; an unreadable
+    query gets the line without it (``segment`` then reports the file itself).
+    """
+    line = f"registering {supports} support scan{'s' if supports > 1 else ''} onto the query with ANTsPy " \
+           f"({config.transform}"
+    try:
+        import nibabel
+
+        shape = tuple(nibabel.load(query).shape[:3])
+    except Exception:  # noqa: BLE001 - any unreadable file: the segmentation reports it with its own message
+        return line + ")"
+    return f"{line}; {time_estimate(shape, supports, config)})"
 
 
 def _threads(config: RegistrationConfig) -> int:

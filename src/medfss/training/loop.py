@@ -216,7 +216,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: str | os.P
                             "then resume with --resume auto") from None
     elapsed = time.perf_counter() - start
     if trainer.global_step % config.runtime.checkpoint_every:  # the callback did not save the final step
-        trainer.save_checkpoint(last)
+        trainer.save_checkpoint(last, weights_only=False)  # with the optimizer and loop state, to resume
     if trainer.is_global_zero:
         record_training(run_dir, trainer.global_step, elapsed, resumed=resume is not None)
     if stop.received is not None:
