@@ -280,6 +280,30 @@ def test_registered_plan_serves_each_slice_with_the_warped_supports_same_slice()
     assert all(g.support_masks.sum() > 0 for g in plan.groups)
 
 
+def test_the_query_rule_serves_each_slice_with_the_query_itself_labelled_by_the_registration():
+    from medfss.registration.guided import GuidanceConfig, GuidedPredictor
+
+    class RecordingNetwork(ConstantNetwork):
+        def predict(self, support_images, support_masks, query_images):
+            self.seen = getattr(self, "seen", []) + [(support_images.clone(), support_masks.clone(),
+                                                       query_images.clone())]
+            return super().predict(support_images, support_masks, query_images)
+
+    image, mask = blob_volume()
+    support_image = image + np.random.default_rng(1).standard_normal(image.shape).astype(np.float32)  # not shown
+    network = RecordingNetwork(0.5)
+    guided = GuidedPredictor(network, IdentityRegistrations(), GuidanceConfig(support_slices="query", margin_slices=0))
+    guided.segment_volume([SupportScan(support_image, mask)], image, (1.0, 1.0, 1.0))
+    covered = np.flatnonzero(mask.any(axis=(0, 1)))
+    assert len(network.seen) == covered.size  # one episode group per query slice of the registered extent
+    for z, (support_images, support_masks, query_images) in zip(covered, network.seen):
+        np.testing.assert_array_equal(support_images[0].numpy(), image[..., z])  # the query's own slice
+        np.testing.assert_array_equal(support_masks[0].numpy(), mask[..., z])  # labelled by the warped mask
+        np.testing.assert_array_equal(query_images[0].numpy(), image[..., z])
+    with pytest.raises(ConfigError, match="support_slices"):
+        GuidanceConfig(support_slices="queries")
+
+
 def test_segment_with_registration_guidance_reports_what_it_used(tmp_path, checkpoint):
     import json
 

@@ -76,8 +76,9 @@ def _add_guidance_args(parser: argparse.ArgumentParser, default: str) -> None:
                        help="weight of the network against the registered prior (default GuidanceConfig's)")
     group.add_argument("--guidance-sigma-mm", type=float, default=None, metavar="MM",
                        help="in-plane Gaussian softening of the registered prior (default GuidanceConfig's)")
-    group.add_argument("--guidance-support-slices", choices=("chunks", "registered"), default=None,
-                       help="support slices for the network: the chunk rule, or slice z of the warped supports")
+    group.add_argument("--guidance-support-slices", default=None, metavar="RULE",
+                       help="support slices for the network: chunks (the chunk rule), registered (slice z of the "
+                            "warped supports) or query (the query's own slice z labelled by the registration)")
 
 
 def resolve_guidance(requested: str) -> str:
@@ -495,8 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="network weights w to try (default 0,0.25,0.5,0.75,1)")
     sel.add_argument("--sigmas-mm", type=_float_list, default=[0.0, 2.5, 5.0, 10.0], metavar="S1,S2,...",
                      help="in-plane softenings of the registered prior to try, in mm (default 0,2.5,5,10)")
-    sel.add_argument("--support-slices", type=lambda v: v.split(","), default=["chunks", "registered"],
-                     metavar="RULE,...", help="support-slice rules to try (default chunks,registered)")
+    sel.add_argument("--support-slices", type=lambda v: v.split(","), default=["chunks", "registered", "query"],
+                     metavar="RULE,...", help="support-slice rules to try (default chunks,registered,query)")
     sel.add_argument("--device", default="cpu")
     sel.add_argument("--out", required=True, type=Path, help="folder for selection.json")
     sel.add_argument("--quiet", action="store_true", help="no progress bar")

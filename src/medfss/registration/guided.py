@@ -12,8 +12,14 @@ For every support registered onto the query (:mod:`medfss.registration.ants`):
 2. *Extent.* The query slices the warped masks cover, ``margin_slices``
    more on each side: the organ's extent without any query label.
 3. *Network.* The few-shot network predicts that extent, with the support
-   slices of the chunk rule (``support_slices="chunks"``) or of the
-   registration rule (``"registered"``: slice z of the warped supports).
+   slices of the chunk rule (``support_slices="chunks"``), of the
+   registration rule (``"registered"``: slice z of the warped supports), or
+   the query's own slice z labelled by the registered prior (``"query"``:
+   the majority of the warped masks, prior >= 1/2). The last is a
+   self-support: the prototypes come from the query's own organ, so the
+   network matches the query's intensities rather than another patient's,
+   and the registration only has to be roughly right (Fan et al., ECCV
+   2022, match a query to prototypes taken from the query itself).
 4. *Fusion.* p = w p_net + (1 - w) G_sigma * prior, where prior is the
    fraction of registered supports whose warped mask holds the voxel and
    G_sigma an in-plane Gaussian of ``prior_sigma_mm`` (the registration's
@@ -40,6 +46,9 @@ from medfss.registration.predictor import RegistrationPredictor
 from medfss.validation import check_choice, check_non_negative_int, check_non_negative_number, require
 
 
+SUPPORT_SLICE_RULES = ("chunks", "registered", "query")  # step 3: whose slices the network takes as support
+
+
 @dataclass(frozen=True)
 class GuidanceConfig:
     """How the network and the registration are combined (module docstring, steps 1-4)."""
@@ -50,7 +59,7 @@ class GuidanceConfig:
     network_weight: float = 0.5  # w of step 4 (1: the network alone on the registered extent; 0: no network)
     prior_sigma_mm: float = 5.0  # in-plane softening of the registered prior
     margin_slices: int = 1  # slices added on each side of the registered extent
-    support_slices: str = "chunks"  # "chunks" (the chunk rule) or "registered" (slice z of the warped supports)
+    support_slices: str = "chunks"  # one of SUPPORT_SLICE_RULES (step 3)
     max_volume_ratio: float = 3.0  # a warped mask outside [1/r, r] times the support's volume: failed
     min_correlation: float = 0.2  # a warped image correlating less with the query: failed
 
@@ -59,7 +68,7 @@ class GuidanceConfig:
                 f"must be in [0, 1] (0: the softened registration alone), got {self.network_weight!r}")
         check_non_negative_number(self, "prior_sigma_mm", "min_correlation")
         check_non_negative_int(self, "margin_slices")
-        check_choice(self, "support_slices", ("chunks", "registered"))
+        check_choice(self, "support_slices", SUPPORT_SLICE_RULES)
         require(self.max_volume_ratio >= 1, "max_volume_ratio", f"must be >= 1, got {self.max_volume_ratio}")
 
 
@@ -164,6 +173,8 @@ class GuidedPredictor:
                   min(depth - 1, int(covered[-1]) + self.config.margin_slices))
         if self.config.support_slices == "registered":
             plan = registered_plan(registered, extent)
+        elif self.config.support_slices == "query":
+            plan = registered_plan([SupportScan(query, prior >= 0.5, tuple(query_spacing))], extent)
         else:
             plan = chunk_plan(supports, extent, query.shape[:2], self.chunks)
         self.last_guidance["network_slices"] = [plan.top, plan.bottom]  # the fused labels lie within them

@@ -35,7 +35,7 @@ from medfss.evaluation.metrics import SegmentationScores
 from medfss.evaluation.protocol import EvaluationResult, ProtocolConfig, QueryResult, RunResult, support_case_ids
 from medfss.inference import Predictor, SupportScan, foreground
 from medfss.inference.body import body_mask
-from medfss.registration.guided import GuidanceConfig, GuidedPredictor, fuse
+from medfss.registration.guided import SUPPORT_SLICE_RULES, GuidanceConfig, GuidedPredictor, fuse
 from medfss.registration.predictor import RegistrationPredictor
 from medfss.validation import require
 
@@ -44,7 +44,7 @@ from medfss.validation import require
 class FusionGrid:
     """The fusions a sweep scores: every combination of the three lists."""
 
-    support_slices: tuple[str, ...] = ("chunks", "registered")
+    support_slices: tuple[str, ...] = SUPPORT_SLICE_RULES
     network_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     prior_sigmas_mm: tuple[float, ...] = (0.0, 2.5, 5.0, 10.0)
 
