@@ -25,6 +25,7 @@ def test_benchmark_measures_a_tiny_preset(model):
     row = benchmark(config, BenchmarkConfig(train_steps=1, query_slices=3, native_size=48))
     assert row["model"] == model and row["parameters"] > 1e6
     assert row["train_ms_per_episode"] == pytest.approx(row["train_ms_per_step"] / 2)
+    assert row["train_cpu_ms_per_step"] > 0
     assert row["inference_s_per_volume"] == pytest.approx(3 * row["inference_ms_per_slice"] / 1000)
     assert row["train_peak_memory_mib"] > 50 and row["inference_peak_memory_mib"] > 50  # torch alone
     assert f"{model} resnet18-slim" in format_benchmark([row])

@@ -120,7 +120,7 @@ def test_the_card_generator_writes_the_modality_line_of_the_bundled_card(checkpo
     from medfss.weights.bundle import card_scores, model_card
 
     shutil.copyfile(checkpoint, tmp_path / "model.pt")  # an alpnet trained on CHAOST2 (the config default)
-    record_training(tmp_path, 800, 330.0, resumed=False)
+    record_training(tmp_path, 800, 330.0, resumed=False, cpu_time_s=320.0)
     results_file = Path(__file__).parents[1] / "results/default_model/CHAOST2-setting1-extent-estimated/results.json"
     results = json.loads(results_file.read_text())
     card = model_card(tmp_path, [results], 1000)

@@ -99,6 +99,16 @@ def test_merge_of_empty_map():
     assert not merge_small_regions(np.zeros((5, 5), dtype=np.int64), 3).any()
 
 
+@pytest.mark.parametrize("shape, low, high", [((9, 11), 0, 30), ((9, 11), 4, 30), ((6, 7, 5), 0, 2000),
+                                              ((4, 4), 0, 0), ((3,), 7, 7)])
+def test_relabelling_is_the_rank_among_present_labels_as_np_unique_gives_it(shape, low, high):
+    labels = np.random.default_rng(0).integers(low, high + 1, size=shape)
+    values, inverse = np.unique(labels, return_inverse=True)
+    expected = (inverse + (0 if values[0] == 0 else 1)).reshape(shape)  # 0 stays 0, else labels start at 1
+    out = sp._relabel_consecutive(labels)
+    assert out.dtype == np.int32 and np.array_equal(out, expected)
+
+
 # ---- phantom and real slices -------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", [(64, 64, 4), (96, 80, 3)])

@@ -112,6 +112,14 @@ def test_training_reduces_the_loss_and_logs_every_term(trained):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt", "previous.ckpt"]
 
 
+def test_training_record_keeps_wall_and_cpu_time(trained):
+    _, run_dir, _ = trained
+    record = json.loads((run_dir / "training.json").read_text())
+    (session,) = record["sessions"]
+    assert record["iterations"] == session["iterations_at_end"] == 40
+    assert record["wall_time_s"] == session["wall_time_s"] > 0 and session["cpu_time_s"] > 0
+
+
 @pytest.mark.parametrize("grad_clip", [None, 1e-3])
 def test_grad_norm_is_logged_before_clipping_and_clipping_bounds_the_step(tmp_path, grad_clip):
     """Plain SGD moves the weights by lr * |g|, and by lr * grad_clip once |g| is clipped to grad_clip."""

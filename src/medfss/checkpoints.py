@@ -282,12 +282,19 @@ def load_predictor(path: str | os.PathLike, *, device: str | torch.device = "aut
 TRAINING_RECORD = "training.json"  # beside a run's model.pt
 
 
-def record_training(run_dir: str | os.PathLike, iterations: int, elapsed_s: float, resumed: bool) -> Path:
-    """Write ``training.json``: iterations and wall time, summed over the resumptions of the run."""
+def record_training(run_dir: str | os.PathLike, iterations: int, elapsed_s: float, resumed: bool, *,
+                    cpu_time_s: float) -> Path:
+    """Write ``training.json``: iterations and wall time, summed over the resumptions of the run.
+
+    Each session also keeps ``cpu_time_s``, the CPU time of the training
+    process (all its threads, not its DataLoader workers): far below wall
+    time x ``torch_threads``, the machine was busy with other work and the wall
+    time measures the load, not the model.
+    """
     path = Path(run_dir) / TRAINING_RECORD
     previous = json.loads(path.read_text()) if resumed and path.is_file() else {}
     sessions = [*previous.get("sessions", []), {"iterations_at_end": iterations, "wall_time_s": elapsed_s,
-                                                **provenance()}]
+                                                "cpu_time_s": cpu_time_s, **provenance()}]
     record = {"iterations": iterations, "wall_time_s": sum(s["wall_time_s"] for s in sessions),
               "sessions": sessions}
     return write_text_atomic(json.dumps(record, indent=2) + "\n", path)

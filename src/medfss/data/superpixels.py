@@ -122,10 +122,15 @@ def body_mask(image: np.ndarray, threshold: float, smoothing: float) -> np.ndarr
 
 
 def _relabel_consecutive(labels: np.ndarray) -> np.ndarray:
-    """Map the labels to 0, 1, ..., n keeping 0 as 0 (labels are non-negative)."""
-    values, inverse = np.unique(labels, return_inverse=True)
-    offset = 0 if values[0] == 0 else 1
-    return (inverse + offset).reshape(labels.shape).astype(np.int32)
+    """Map the labels to 0, 1, ..., n in their order, keeping 0 as 0 (labels are non-negative).
+
+    A lookup table over 0..max rather than ``np.unique``: unique sorts every
+    voxel, which took 30 % of a CHAOST2 volume's supervoxel pass.
+    """
+    present = np.bincount(labels.ravel()) > 0  # [max + 1]
+    # the rank of each present label among the present ones; 1-based when 0 is absent
+    lookup = np.cumsum(present) - present[0]  # [max + 1]
+    return lookup[labels].astype(np.int32)
 
 
 def _contact_counts(labels: np.ndarray, n: int) -> np.ndarray:

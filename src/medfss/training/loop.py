@@ -10,7 +10,7 @@ A run folder holds, after training::
     logs/tensorboard/...     the same for TensorBoard, when it is installed
     model.pt                 the exported model for inference (see medfss.checkpoints.export_model)
     training.json            iterations done, training wall time (summed over resumptions),
-                             machine and code revision
+                             CPU time, machine and code revision
 
 CPU, one GPU, or several GPUs and nodes with DDP are chosen by the runtime
 section; each DDP rank draws its own episodes.
@@ -205,7 +205,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: str | os.P
         save_config(config, run_dir / "config.yaml")
     data = EpisodeDataModule(sampler, batch_size=config.optim.batch_size, seed=config.runtime.seed,
                              num_workers=config.runtime.num_workers)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     module = EpisodicModule(model, config, slice_orientation=getattr(sampler, "slice_orientation", None))
     last = run_dir / "checkpoints" / "last.ckpt"  # ModelCheckpoint's save_last file
     try:
@@ -214,11 +214,11 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: str | os.P
         kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved yet"
         raise TrainingError(f"{exc}; training stopped and {kept}; lower optim.lr or set optim.grad_clip, "
                             "then resume with --resume auto") from None
-    elapsed = time.perf_counter() - start
+    elapsed, cpu_time = time.perf_counter() - start, time.process_time() - cpu_start
     if trainer.global_step % config.runtime.checkpoint_every:  # the callback did not save the final step
         trainer.save_checkpoint(last, weights_only=False)  # with the optimizer and loop state, to resume
     if trainer.is_global_zero:
-        record_training(run_dir, trainer.global_step, elapsed, resumed=resume is not None)
+        record_training(run_dir, trainer.global_step, elapsed, resumed=resume is not None, cpu_time_s=cpu_time)
     if stop.received is not None:
         raise TrainingInterrupted(
             f"training stopped by {signal.Signals(stop.received).name} at step {trainer.global_step} of "
