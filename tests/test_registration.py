@@ -246,6 +246,25 @@ def test_guided_prediction_fuses_the_network_with_the_soft_registered_prior_on_t
                                     "network_slices": [extent.start, extent.stop - 1]}
 
 
+def test_the_learned_fusion_reads_both_networks_and_is_zero_outside_the_registered_extent():
+    from medfss.registration.fusion import FEATURES
+    from medfss.registration.guided import GuidanceConfig, GuidedPredictor
+
+    image, mask = blob_volume()
+    network = ConstantNetwork(0.8)
+    c = np.zeros(len(FEATURES) + 1)
+    c[0], c[1 + FEATURES.index("prior_0mm")] = -5.0, 10.0  # trust the warped mask alone: sigmoid(+-5)
+    config = GuidanceConfig(fusion="learned", coefficients=tuple(c), margin_slices=1)
+    guided = GuidedPredictor(network, IdentityRegistrations(), config)
+    probability = guided.segment_volume([SupportScan(image, mask)], image, (1.0, 1.0, 1.0))
+    covered = np.flatnonzero(mask.any(axis=(0, 1)))
+    extent = slice(covered[0] - 1, covered[-1] + 2)
+    assert sum(network.slices) == 2 * (extent.stop - extent.start)  # the registered and the chunk rule
+    np.testing.assert_allclose(probability[..., extent], np.where(mask, 1 / (1 + np.exp(-5)), 1 / (1 + np.exp(5)))
+                               [..., extent], rtol=1e-5)
+    assert not probability[..., :extent.start].any() and not probability[..., extent.stop:].any()
+
+
 def test_a_failed_registration_falls_back_to_the_network_on_the_position_extent():
     from medfss.registration.guided import GuidanceConfig, GuidedPredictor
 
@@ -278,30 +297,6 @@ def test_registered_plan_serves_each_slice_with_the_warped_supports_same_slice()
     served = {int(g.query_slices[0]): float(g.support_images[0, 0, 0]) for g in plan.groups}
     assert served == {1: 3, 2: 3, 3: 3, 4: 4, 5: 5, 6: 5, 7: 5}  # outside the mask: its nearest labelled slice
     assert all(g.support_masks.sum() > 0 for g in plan.groups)
-
-
-def test_the_query_rule_serves_each_slice_with_the_query_itself_labelled_by_the_registration():
-    from medfss.registration.guided import GuidanceConfig, GuidedPredictor
-
-    class RecordingNetwork(ConstantNetwork):
-        def predict(self, support_images, support_masks, query_images):
-            self.seen = getattr(self, "seen", []) + [(support_images.clone(), support_masks.clone(),
-                                                       query_images.clone())]
-            return super().predict(support_images, support_masks, query_images)
-
-    image, mask = blob_volume()
-    support_image = image + np.random.default_rng(1).standard_normal(image.shape).astype(np.float32)  # not shown
-    network = RecordingNetwork(0.5)
-    guided = GuidedPredictor(network, IdentityRegistrations(), GuidanceConfig(support_slices="query", margin_slices=0))
-    guided.segment_volume([SupportScan(support_image, mask)], image, (1.0, 1.0, 1.0))
-    covered = np.flatnonzero(mask.any(axis=(0, 1)))
-    assert len(network.seen) == covered.size  # one episode group per query slice of the registered extent
-    for z, (support_images, support_masks, query_images) in zip(covered, network.seen):
-        np.testing.assert_array_equal(support_images[0].numpy(), image[..., z])  # the query's own slice
-        np.testing.assert_array_equal(support_masks[0].numpy(), mask[..., z])  # labelled by the warped mask
-        np.testing.assert_array_equal(query_images[0].numpy(), image[..., z])
-    with pytest.raises(ConfigError, match="support_slices"):
-        GuidanceConfig(support_slices="queries")
 
 
 def test_segment_with_registration_guidance_reports_what_it_used(tmp_path, checkpoint):
@@ -368,7 +363,7 @@ def test_a_sweep_scores_each_fusion_as_the_evaluation_of_that_guided_predictor(p
     protocol = ProtocolConfig(dataset="TOY", folds=(0,), extent="estimated")
     configs = FusionGrid(network_weights=(0.0, 0.5, 1.0), prior_sigmas_mm=(0.0, 3.0)).configs()
     results = sweep(data, lambda f, c: ConstantNetwork(0.7), IdentityRegistrations(), protocol, configs,
-                    progress=False)
+                    progress=False).results
     assert list(results) == configs
     for config in configs:
         evaluated = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), IdentityRegistrations(), config),
@@ -376,6 +371,25 @@ def test_a_sweep_scores_each_fusion_as_the_evaluation_of_that_guided_predictor(p
         assert results[config].mean_dice == pytest.approx(evaluated.mean_dice, abs=1e-4), config
     assert results[GuidanceConfig(network_weight=0.0, prior_sigma_mm=0.0)].mean_dice == pytest.approx(100)
     assert results[GuidanceConfig(network_weight=1.0, prior_sigma_mm=0.0)].mean_dice < 90
+
+
+def test_a_sweep_draws_the_learned_fusions_voxels_and_a_fit_on_them_segments_the_organ(pair_dataset):
+    from medfss.registration.fusion import FEATURES, fit_coefficients
+    from medfss.registration.guided import GuidanceConfig, GuidedPredictor
+    from medfss.registration.selection import sweep
+
+    image, mask = blob_volume()
+    data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
+    protocol = ProtocolConfig(dataset="TOY", folds=(0,), extent="estimated")
+    swept = sweep(data, lambda f, c: ConstantNetwork(0.7), IdentityRegistrations(), protocol, [],
+                  samples_per_query=500, progress=False)
+    assert swept.results == {}
+    ((features, labels),) = swept.samples[0]
+    assert features.shape == (500, len(FEATURES)) and labels.dtype == bool and 0 < labels.mean() < 1
+    config = GuidanceConfig(fusion="learned", coefficients=fit_coefficients(swept.samples[0]))
+    result = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), IdentityRegistrations(), config),
+                      protocol, progress=False)
+    assert result.mean_dice > 85  # the constant network says nothing: the fit leans on the prior and eq. 2
 
 
 def test_a_sweep_refuses_the_gt_extent(pair_dataset):

@@ -76,9 +76,8 @@ def _add_guidance_args(parser: argparse.ArgumentParser, default: str) -> None:
                        help="weight of the network against the registered prior (default GuidanceConfig's)")
     group.add_argument("--guidance-sigma-mm", type=float, default=None, metavar="MM",
                        help="in-plane Gaussian softening of the registered prior (default GuidanceConfig's)")
-    group.add_argument("--guidance-support-slices", default=None, metavar="RULE",
-                       help="support slices for the network: chunks (the chunk rule), registered (slice z of the "
-                            "warped supports) or query (the query's own slice z labelled by the registration)")
+    group.add_argument("--guidance-support-slices", choices=("chunks", "registered"), default=None,
+                       help="support slices for the network: the chunk rule, or slice z of the warped supports")
 
 
 def resolve_guidance(requested: str) -> str:
@@ -193,30 +192,41 @@ def cmd_select_guidance(args) -> int:
     from medfss.data.io import write_text_atomic
     from medfss.evaluation.predictors import predictor_factory
     from medfss.provenance import provenance
-    from medfss.registration.selection import FusionGrid, nested_selection, sweep
+    from medfss.registration.fusion import FEATURES
+    from medfss.registration.selection import FusionGrid, nested_learned_fusion, nested_selection, sweep
 
     dataset, config = _protocol(args, "estimated")
     config = config.resolved(dataset.spec)
+    base = _guidance_config(args)
     grid = FusionGrid(support_slices=args.support_slices, network_weights=args.weights,
                       prior_sigmas_mm=args.sigmas_mm)
-    configs = grid.configs(_guidance_config(args))
+    learned = args.fusion == "learned"
     networks_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device)
     announce_new_folder(args.out)
     registration = _registration_predictor(args)
-    results = sweep(dataset, networks_for, registration, config, configs, progress=not args.quiet)
-    selection = nested_selection(results)
-    for fold, choice in selection["folds"].items():
-        chosen = choice["config"]
-        print(f"fold {fold}: w={chosen['network_weight']:g} sigma={chosen['prior_sigma_mm']:g} mm "
-              f"support slices {chosen['support_slices']} (other folds {choice['inner_mean_dice']:.2f}) "
-              f"-> Dice {choice['test_mean_dice']:.2f}")
-    best = selection["best_overall"]
-    print(f"nested cross-validation Dice {selection['nested_mean_dice']:.2f}; best over all folds: "
-          f"w={best['config']['network_weight']:g} sigma={best['config']['prior_sigma_mm']:g} mm "
-          f"{best['config']['support_slices']} ({best['mean_dice']:.2f}, not a test score)")
+    swept = sweep(dataset, networks_for, registration, config, [] if learned else grid.configs(base), base,
+                  samples_per_query=args.samples_per_query if learned else 0, progress=not args.quiet)
+    if learned:
+        selection = nested_learned_fusion(swept.samples, base)
+        for fold, fit in selection["folds"].items():
+            print(f"fold {fold}: learned fusion fitted on folds {fit['fitted_on_folds']} ({fit['voxels']} voxels)")
+        coefficients = selection["best_overall"]["config"]["coefficients"]
+        print("fitted on every fold: intercept {:+.3f}, ".format(coefficients[0]) +
+              ", ".join(f"{name} {c:+.3f}" for name, c in zip(FEATURES, coefficients[1:])))
+    else:
+        selection = nested_selection(swept.results)
+        for fold, choice in selection["folds"].items():
+            chosen = choice["config"]
+            print(f"fold {fold}: w={chosen['network_weight']:g} sigma={chosen['prior_sigma_mm']:g} mm "
+                  f"support slices {chosen['support_slices']} (other folds {choice['inner_mean_dice']:.2f}) "
+                  f"-> Dice {choice['test_mean_dice']:.2f}")
+        best = selection["best_overall"]
+        print(f"nested cross-validation Dice {selection['nested_mean_dice']:.2f}; best over all folds: "
+              f"w={best['config']['network_weight']:g} sigma={best['config']['prior_sigma_mm']:g} mm "
+              f"{best['config']['support_slices']} ({best['mean_dice']:.2f}, not a test score)")
     record = {"model": args.model, "checkpoint": args.checkpoint, "protocol": config.to_dict(),
-              "grid": asdict(grid), "registration": asdict(registration.config), "selection": selection,
-              "provenance": provenance()}
+              "registration": asdict(registration.config), "selection": selection, "provenance": provenance()}
+    record |= {"samples_per_query": args.samples_per_query} if learned else {"grid": asdict(grid)}
     if args.checkpoint is not None:
         record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, config.classes)
     out = Path(args.out) / "selection.json"
@@ -493,11 +503,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="trained weights; '{fold}' in the path is replaced by the fold number")
     _add_protocol_args(sel)
     sel.add_argument("--weights", type=_float_list, default=[0.0, 0.25, 0.5, 0.75, 1.0], metavar="W1,W2,...",
-                     help="network weights w to try (default 0,0.25,0.5,0.75,1)")
+                     help="average: network weights w to try (default 0,0.25,0.5,0.75,1)")
     sel.add_argument("--sigmas-mm", type=_float_list, default=[0.0, 2.5, 5.0, 10.0], metavar="S1,S2,...",
-                     help="in-plane softenings of the registered prior to try, in mm (default 0,2.5,5,10)")
-    sel.add_argument("--support-slices", type=lambda v: v.split(","), default=["chunks", "registered", "query"],
-                     metavar="RULE,...", help="support-slice rules to try (default chunks,registered,query)")
+                     help="average: in-plane softenings of the registered prior to try, in mm (default 0,2.5,5,10)")
+    sel.add_argument("--fusion", choices=("learned", "average"), default="learned",
+                     help="learned: fit the logistic fusion of medfss.registration.fusion on the other folds; "
+                          "average: choose w, sigma and the support slices on the other folds (default learned)")
+    sel.add_argument("--samples-per-query", type=int, default=20000, metavar="N",
+                     help="learned: training voxels drawn from each query and class (default 20000)")
+    sel.add_argument("--support-slices", type=lambda v: v.split(","), default=["chunks", "registered"],
+                     metavar="RULE,...", help="average: support-slice rules to try (default chunks,registered)")
     sel.add_argument("--device", default="cpu")
     sel.add_argument("--out", required=True, type=Path, help="folder for selection.json")
     sel.add_argument("--quiet", action="store_true", help="no progress bar")

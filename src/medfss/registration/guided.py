@@ -12,22 +12,23 @@ For every support registered onto the query (:mod:`medfss.registration.ants`):
 2. *Extent.* The query slices the warped masks cover, ``margin_slices``
    more on each side: the organ's extent without any query label.
 3. *Network.* The few-shot network predicts that extent, with the support
-   slices of the chunk rule (``support_slices="chunks"``), of the
-   registration rule (``"registered"``: slice z of the warped supports), or
-   the query's own slice z labelled by the registered prior (``"query"``:
-   the majority of the warped masks, prior >= 1/2). The last is a
-   self-support: the prototypes come from the query's own organ, so the
-   network matches the query's intensities rather than another patient's,
-   and the registration only has to be roughly right (Fan et al., ECCV
-   2022, match a query to prototypes taken from the query itself).
-4. *Fusion.* p = w p_net + (1 - w) G_sigma * prior, where prior is the
-   fraction of registered supports whose warped mask holds the voxel and
-   G_sigma an in-plane Gaussian of ``prior_sigma_mm`` (the registration's
-   boundary error); w = ``network_weight``.
+   slices of the chunk rule (``"chunks"``) or of the registration rule
+   (``"registered"``: slice z of the warped supports); the learned fusion
+   reads both.
+4. *Fusion.* Either the average (``fusion="average"``)
+   p = w p_net + (1 - w) G_sigma * prior, where prior is the fraction of
+   registered supports whose warped mask holds the voxel, G_sigma an
+   in-plane Gaussian of ``prior_sigma_mm`` (the registration's boundary
+   error), w = ``network_weight`` and p_net the network of
+   ``support_slices``; or the learned fusion (``fusion="learned"``,
+   :mod:`medfss.registration.fusion`): a logistic model of both networks,
+   the prior at several softenings, the distance to the warped boundary and
+   the query's own appearance inside and around the warped mask, with the
+   ``coefficients`` fitted on queries of other folds.
 
 Every choice is a field of :class:`GuidanceConfig`. The defaults of step 4
-are chosen by :mod:`medfss.registration.selection` on data the reported
-scores do not include (see results/README.md).
+are chosen (average) or fitted (learned) by :mod:`medfss.registration.selection`
+on data the reported scores do not include (see results/README.md).
 """
 
 from __future__ import annotations
@@ -38,15 +39,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from medfss.inference import (Predictor, SupportScan, chunk_plan, estimated_extent, full_volume, predict_volume,
                               registered_plan)
+from medfss.inference.body import body_mask
+from medfss.registration.fusion import FEATURES, NETWORK_RULES, logistic, soften, volume_features
 from medfss.registration.predictor import RegistrationPredictor
 from medfss.validation import check_choice, check_non_negative_int, check_non_negative_number, require
 
 
-SUPPORT_SLICE_RULES = ("chunks", "registered", "query")  # step 3: whose slices the network takes as support
+SUPPORT_SLICE_RULES = ("chunks", "registered")  # step 3: whose slices the network takes as support
+FUSIONS = ("average", "learned")  # step 4
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,9 @@ class GuidanceConfig:
     network_weight: float = 0.5  # w of step 4 (1: the network alone on the registered extent; 0: no network)
     prior_sigma_mm: float = 5.0  # in-plane softening of the registered prior
     margin_slices: int = 1  # slices added on each side of the registered extent
-    support_slices: str = "chunks"  # one of SUPPORT_SLICE_RULES (step 3)
+    support_slices: str = "chunks"  # one of SUPPORT_SLICE_RULES (step 3, the average fusion's network)
+    fusion: str = "average"  # one of FUSIONS (step 4)
+    coefficients: tuple[float, ...] | None = None  # the learned fusion's c_0..c_F (fusion.py, eq. 1)
     max_volume_ratio: float = 3.0  # a warped mask outside [1/r, r] times the support's volume: failed
     min_correlation: float = 0.2  # a warped image correlating less with the query: failed
 
@@ -69,7 +74,19 @@ class GuidanceConfig:
         check_non_negative_number(self, "prior_sigma_mm", "min_correlation")
         check_non_negative_int(self, "margin_slices")
         check_choice(self, "support_slices", SUPPORT_SLICE_RULES)
+        check_choice(self, "fusion", FUSIONS)
+        if self.coefficients is not None:  # lists from JSON -> a tuple, so that configs stay hashable
+            object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
+        require(self.fusion != "learned" or (self.coefficients is not None
+                                             and len(self.coefficients) == len(FEATURES) + 1),
+                "coefficients", f"the learned fusion needs {len(FEATURES) + 1} coefficients (intercept and one per "
+                                f"feature of {', '.join(FEATURES)}), fitted by 'medfss select-guidance'")
         require(self.max_volume_ratio >= 1, "max_volume_ratio", f"must be >= 1, got {self.max_volume_ratio}")
+
+    @property
+    def network_rules(self) -> tuple[str, ...]:
+        """The support-slice rules whose network probability step 4 reads."""
+        return NETWORK_RULES if self.fusion == "learned" else (self.support_slices,)
 
 
 def registration_failure(support: SupportScan, warped: SupportScan, query: np.ndarray,
@@ -103,25 +120,32 @@ def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
 class GuidanceEvidence:
     """What step 4 combines, for one class of one query."""
 
-    network: np.ndarray  # [H, W, D] the network's foreground probability, 0 outside the slices it predicted
+    networks: dict[str, np.ndarray]  # support-slice rule -> [H, W, D] the network's foreground probability, 0
+    # outside the slices it predicted; the single key "position" when every registration failed
     prior: np.ndarray | None  # [H, W, D] fraction of trusted registrations labelling a voxel; None: all failed
     spacing: tuple[float, float, float]  # the query's voxel size in mm
+    query: np.ndarray  # [H, W, D] the query image (the learned fusion's appearance model reads it)
+    extent: tuple[int, int]  # the predicted slices, inclusive: the fusion is 0 outside them
 
 
 def fuse(evidence: GuidanceEvidence, config: GuidanceConfig) -> np.ndarray:
-    """Step 4: p = w p_net + (1 - w) G_sigma * prior, [H, W, D]; the network alone when every registration failed.
+    """Step 4, [H, W, D]: the average or the learned fusion; the network alone when every registration failed.
 
-    G_sigma is in-plane, so p is computed a slice at a time: no full-volume temporaries beside p.
+    Both are computed a slice at a time: no full-volume temporaries beside p.
     """
     if evidence.prior is None:
-        return evidence.network
-    sigma = [config.prior_sigma_mm / float(s) for s in evidence.spacing[:2]]
-    w = config.network_weight
-    fused = np.empty(evidence.prior.shape, dtype=np.float32)  # [H, W, D]
-    for z in range(fused.shape[-1]):
-        prior = evidence.prior[..., z]  # [H, W]
-        soft_prior = ndimage.gaussian_filter(prior, sigma) if config.prior_sigma_mm else prior
-        fused[..., z] = w * evidence.network[..., z] + (1 - w) * soft_prior
+        return evidence.networks["position"]
+    fused = np.zeros(evidence.prior.shape, dtype=np.float32)  # [H, W, D]
+    if config.fusion == "learned":
+        body = body_mask(evidence.query)  # [H, W, D]: eq. 2's ring lies in the body
+        for z, features in volume_features(evidence.networks, evidence.prior, evidence.query, body,
+                                           evidence.spacing, evidence.extent):
+            fused[..., z] = logistic(features, config.coefficients)
+        return fused
+    w, network = config.network_weight, evidence.networks[config.support_slices]
+    for z in range(evidence.extent[0], evidence.extent[1] + 1):
+        fused[..., z] = w * network[..., z] + (1 - w) * soften(evidence.prior[..., z], config.prior_sigma_mm,
+                                                                evidence.spacing)
     return fused
 
 
@@ -146,8 +170,12 @@ class GuidedPredictor:
                            tuple(query_spacing))
 
     def evidence(self, supports: Sequence[SupportScan], query: np.ndarray,
-                 query_spacing: tuple[float, float, float]) -> GuidanceEvidence:
-        """Steps 1-3: the checked registrations' prior and the network's probability on their extent."""
+                 query_spacing: tuple[float, float, float], rules: Sequence[str] | None = None) -> GuidanceEvidence:
+        """Steps 1-3: the checked registrations' prior and the network's probability on their extent.
+
+        ``rules``: the support-slice rules to run the network with (default: those the config's fusion reads).
+        """
+        rules = self.config.network_rules if rules is None else tuple(rules)
         depth = query.shape[-1]
         masks, registered, failures = [], [], []  # of the trusted supports: warped masks, and scans if needed
         for support in supports:
@@ -155,7 +183,7 @@ class GuidedPredictor:
             failure = registration_failure(support, warped, query, query_spacing, self.config)
             if failure is None:
                 masks.append(warped.mask)
-                if self.config.support_slices == "registered":
+                if "registered" in rules:
                     registered.append(warped)
             else:
                 failures.append(failure)
@@ -164,22 +192,22 @@ class GuidedPredictor:
         if not masks:
             plan = chunk_plan(supports, estimated_extent(supports, (0, depth)), query.shape[:2], self.chunks)
             self.last_guidance |= {"fallback": "position", "network_slices": [plan.top, plan.bottom]}
-            network = full_volume(predict_volume(self.network, query, plan, batch_size=self.batch_size), plan.top,
-                                  depth)
-            return GuidanceEvidence(network, None, tuple(query_spacing))
+            return GuidanceEvidence({"position": self._network(query, plan)}, None, tuple(query_spacing), query,
+                                    (plan.top, plan.bottom))
         prior = np.mean(masks, axis=0, dtype=np.float32)  # [H, W, D]
         covered = np.flatnonzero(prior.any(axis=(0, 1)))
         extent = (max(0, int(covered[0]) - self.config.margin_slices),
                   min(depth - 1, int(covered[-1]) + self.config.margin_slices))
-        if self.config.support_slices == "registered":
-            plan = registered_plan(registered, extent)
-        elif self.config.support_slices == "query":
-            plan = registered_plan([SupportScan(query, prior >= 0.5, tuple(query_spacing))], extent)
-        else:
-            plan = chunk_plan(supports, extent, query.shape[:2], self.chunks)
-        self.last_guidance["network_slices"] = [plan.top, plan.bottom]  # the fused labels lie within them
-        network = full_volume(predict_volume(self.network, query, plan, batch_size=self.batch_size), plan.top, depth)
-        return GuidanceEvidence(network, prior, tuple(query_spacing))
+        plans = {"registered": lambda: registered_plan(registered, extent),
+                 "chunks": lambda: chunk_plan(supports, extent, query.shape[:2], self.chunks)}
+        networks = {rule: self._network(query, plans[rule]()) for rule in rules}
+        self.last_guidance["network_slices"] = list(extent)  # the fused labels lie within them
+        return GuidanceEvidence(networks, prior, tuple(query_spacing), query, extent)
+
+    def _network(self, query: np.ndarray, plan) -> np.ndarray:
+        """The network's probability [H, W, D] on ``plan``'s slices, 0 elsewhere."""
+        return full_volume(predict_volume(self.network, query, plan, batch_size=self.batch_size), plan.top,
+                           query.shape[-1])
 
     def segment_volume(self, supports: Sequence[SupportScan], query: np.ndarray,
                        query_spacing: tuple[float, float, float]) -> np.ndarray:

@@ -12,10 +12,14 @@ Only the Dice is computed: it is what the choice is made on.
 A *nested selection* then chooses, for each test fold f, the grid point with
 the best mean Dice over the other folds (each scored with its own fold's
 model): fold f's labels never enter its own choice, and fold f's score under
-that choice is an honest estimate. ``medfss evaluate --guidance-selection``
-re-runs the full protocol (every metric, both extents) with each fold's
-choice. The grid point best over all folds is what a new data set (or a
-single scan) would use.
+that choice is an honest estimate. The learned fusion
+(:mod:`medfss.registration.fusion`) is nested the same way: the sweep draws
+training voxels from every query, and fold f's coefficients are fitted on
+the other folds' voxels alone (:func:`nested_learned_fusion`).
+``medfss evaluate --guidance-selection`` re-runs the full protocol (every
+metric, both extents) with each fold's choice. The grid point best over all
+folds, or the fit on all of them, is what a new data set (or a single
+scan) would use.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from medfss.evaluation.metrics import SegmentationScores
 from medfss.evaluation.protocol import EvaluationResult, ProtocolConfig, QueryResult, RunResult, support_case_ids
 from medfss.inference import Predictor, SupportScan, foreground
 from medfss.inference.body import body_mask
-from medfss.registration.guided import SUPPORT_SLICE_RULES, GuidanceConfig, GuidedPredictor, fuse
+from medfss.registration.fusion import FEATURES, NETWORK_RULES, fit_coefficients, training_voxels, volume_features
+from medfss.registration.guided import SUPPORT_SLICE_RULES, GuidanceConfig, GuidanceEvidence, GuidedPredictor, fuse
 from medfss.registration.predictor import RegistrationPredictor
 from medfss.validation import require
 
@@ -54,8 +59,8 @@ class FusionGrid:
             require(len(getattr(self, name)) > 0, name, "must hold at least one value")
 
     def configs(self, base: GuidanceConfig = GuidanceConfig()) -> list[GuidanceConfig]:
-        """``base`` with each grid point's three fields (checked by GuidanceConfig), in grid order."""
-        return [replace(base, support_slices=s, network_weight=w, prior_sigma_mm=m)
+        """``base`` with each grid point's three fields (checked by GuidanceConfig), averaged, in grid order."""
+        return [replace(base, support_slices=s, network_weight=w, prior_sigma_mm=m, fusion="average", coefficients=None)
                 for s in self.support_slices for w in self.network_weights for m in self.prior_sigmas_mm]
 
 
@@ -69,28 +74,56 @@ def overlap_scores(prediction: np.ndarray, truth: np.ndarray) -> SegmentationSco
                               hd95=float("nan"), asd=float("nan"))
 
 
-def _evidence_key(config: GuidanceConfig) -> GuidanceConfig:
-    """Configs with one key share their evidence: w and sigma act in step 4 (the fusion) only."""
-    return replace(config, network_weight=1.0, prior_sigma_mm=0.0)
+@dataclass
+class SweepResult:
+    """What a sweep found: each average fusion's Dice, and the learned fusion's training voxels per fold."""
+
+    results: dict[GuidanceConfig, EvaluationResult]
+    samples: dict[int, list[tuple[np.ndarray, np.ndarray]]]  # fold -> (features [n, F], labels [n]) per query
+
+
+def query_samples(evidence: GuidanceEvidence, truth: np.ndarray, body: np.ndarray, count: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``count`` voxels of one query for the learned fusion's fit: (features [n, F], labels [n]).
+
+    Drawn uniformly from the body voxels of the predicted slices that lie
+    near the warped mask or where the network fires
+    (:func:`~medfss.registration.fusion.training_voxels`).
+    """
+    features, labels = [], []
+    for z, slice_features in volume_features(evidence.networks, evidence.prior, evidence.query, body,
+                                             evidence.spacing, evidence.extent):
+        chosen = training_voxels(slice_features) & body[..., z]  # [H, W]
+        features.append(slice_features[chosen])
+        labels.append(truth[..., z][chosen])
+    features, labels = np.concatenate(features), np.concatenate(labels)
+    keep = rng.choice(len(labels), size=min(count, len(labels)), replace=False)
+    return features[keep], labels[keep]
 
 
 def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], registration: RegistrationPredictor,
-          protocol: ProtocolConfig, configs: Sequence[GuidanceConfig], progress: bool = True
-          ) -> dict[GuidanceConfig, EvaluationResult]:
-    """Every config of ``configs`` scored (Dice) on ``protocol``'s runs, the evidence computed once per query.
+          protocol: ProtocolConfig, configs: Sequence[GuidanceConfig], base: GuidanceConfig = GuidanceConfig(),
+          samples_per_query: int = 0, progress: bool = True) -> SweepResult:
+    """Every average fusion of ``configs`` scored (Dice) on ``protocol``'s runs, the evidence computed once per query.
 
     ``protocol.extent`` must be ``"estimated"``: the fusion is chosen for the
-    tool's output, which uses no query label. Configs that differ only in w
-    and sigma share the evidence; each ``support_slices`` rule runs the
-    network once.
+    tool's output, which uses no query label. The network runs once per
+    support-slice rule that a config reads; steps 1-2 (the registration
+    checks, the margin) follow ``base``. With ``samples_per_query`` > 0
+    the learned fusion's training voxels are drawn from every query too
+    (:func:`query_samples`, seeded by the protocol).
     """
     if protocol.extent != "estimated":
         raise ConfigError("a guidance sweep scores the tool's output: use the protocol with extent 'estimated'")
+    require(all(c.fusion == "average" for c in configs), "configs", "a sweep scores average fusions; the learned "
+                                                                   "one is fitted on its samples")
     protocol = protocol.resolved(dataset.spec)
     configs = list(dict.fromkeys(configs))
-    evidence_configs = list(dict.fromkeys(_evidence_key(c) for c in configs))
+    rules = sorted({c.support_slices for c in configs} | (set(NETWORK_RULES) if samples_per_query else set()))
+    rng = np.random.default_rng(protocol.seed)
     fold_cases = {f: dataset.fold_case_ids(f) for f in protocol.folds}
     runs: dict[GuidanceConfig, list[RunResult]] = {c: [] for c in configs}
+    samples: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {f: [] for f in protocol.folds}
     total = sum(len(cases) - protocol.shots for cases in fold_cases.values()) * \
         len(protocol.support_indices) * len(protocol.classes)
     with tqdm(total=total, disable=not progress, unit="query", desc=f"guidance sweep {protocol.dataset}") as bar:
@@ -104,24 +137,50 @@ def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], regis
                     class_index = dataset.spec.class_index(class_name)
                     supports = [SupportScan(volumes[c].image, volumes[c].label == class_index, volumes[c].spacing)
                                 for c in support_ids]
-                    guided = {e: GuidedPredictor(networks_for(fold, class_name), registration, e,
-                                                 chunks=protocol.chunks) for e in evidence_configs}
+                    guided = GuidedPredictor(networks_for(fold, class_name), registration, base,
+                                             chunks=protocol.chunks)
                     scores: dict[GuidanceConfig, list[QueryResult]] = {c: [] for c in configs}
                     for query in queries:
                         truth = query.label == class_index  # [H, W, D]
                         if not truth.any():
                             continue
-                        evidence = {e: g.evidence(supports, query.image, query.spacing) for e, g in guided.items()}
+                        evidence = guided.evidence(supports, query.image, query.spacing, rules)
+                        body = bodies[query.case_id]
                         for config in configs:
-                            evidence_of = evidence[_evidence_key(config)]
-                            probabilities = np.where(bodies[query.case_id], fuse(evidence_of, config), 0.0)
+                            probabilities = np.where(body, fuse(evidence, config), 0.0)
                             mask = foreground(probabilities, protocol.threshold, largest_component=True)
                             scores[config].append(QueryResult(query.case_id, overlap_scores(mask, truth)))
+                        if samples_per_query and evidence.prior is not None:
+                            samples[fold].append(query_samples(evidence, truth, body, samples_per_query, rng))
                         bar.update()
                     for config in configs:
                         runs[config].append(RunResult(fold, support_index, support_ids, class_name,
                                                       tuple(scores[config])))
-    return {c: EvaluationResult("guidance sweep", protocol, tuple(runs[c]), 0.0) for c in configs}
+    return SweepResult({c: EvaluationResult("guidance sweep", protocol, tuple(runs[c]), 0.0) for c in configs},
+                       samples)
+
+
+def nested_learned_fusion(samples: dict[int, list[tuple[np.ndarray, np.ndarray]]], base: GuidanceConfig,
+                          fit: Callable[[Sequence[tuple[np.ndarray, np.ndarray]]], tuple[float, ...]]
+                          = fit_coefficients) -> dict:
+    """Per test fold, the learned fusion fitted on the other folds' samples only; and one fitted on all.
+
+    Returns a JSON-ready dict in the layout of :func:`nested_selection`:
+    ``folds`` (per fold: the config and the folds and voxels it was fitted
+    on) and ``best_overall`` (fitted on every fold, for new data). Their
+    test scores come from ``medfss evaluate --guidance-selection``.
+    """
+    folds = sorted(samples)
+    require(len(folds) >= 2, "folds", f"a nested fit needs at least 2 folds, got {folds}")
+
+    def fitted(on: Sequence[int]) -> dict:
+        pairs = [pair for f in on for pair in samples[f]]
+        config = replace(base, fusion="learned", coefficients=fit(pairs))
+        return {"config": asdict(config), "fitted_on_folds": list(on), "voxels": int(sum(len(y) for _, y in pairs))}
+
+    return {"fusion": "learned", "features": list(FEATURES),
+            "folds": {str(f): fitted([o for o in folds if o != f]) for f in folds},
+            "best_overall": fitted(folds)}
 
 
 def restricted(result: EvaluationResult, folds: Sequence[int]) -> EvaluationResult:

@@ -1,0 +1,127 @@
+"""The learned fusion of registration guidance (medfss.registration.fusion): its features, eq. 1-2, its nested fit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from medfss.errors import ConfigError
+from medfss.registration.fusion import (FEATURES, AppearanceModel, fit_coefficients, logistic, signed_distance_cm,
+                                        slice_features)
+from medfss.registration.guided import GuidanceConfig
+
+
+def coefficients(intercept: float = 0.0, **weights: float) -> tuple[float, ...]:
+    """Eq. 1's coefficients with the named features' weights, 0 for the others."""
+    return (intercept, *(weights.get(name.replace(".", "_"), 0.0) for name in FEATURES))
+
+
+def disc(shape=(41, 41), radius=10.0, centre=(20, 20)) -> np.ndarray:
+    y, x = np.ogrid[:shape[0], :shape[1]]
+    return (y - centre[0]) ** 2 + (x - centre[1]) ** 2 <= radius ** 2
+
+
+def test_the_appearance_log_ratio_favours_the_intensity_inside_the_warped_mask():
+    image = np.zeros((41, 41, 3), np.float32)
+    mask = np.repeat(disc()[..., None], 3, axis=2)
+    image[mask] = 2.0  # a bright organ on a dark ring
+    model = AppearanceModel.fit(image, mask, np.ones_like(mask), (1.0, 1.0, 5.0))
+    assert model(np.float32(2.0)) > 3 and model(np.float32(0.0)) < -3  # eq. 2: log h_in - log h_ring
+    assert model(np.float32(-1.5)) == pytest.approx(0.0, abs=1e-6)  # seen on neither side: both floors, ratio 1
+    assert not AppearanceModel.fit(image, np.zeros_like(mask), mask, (1.0, 1.0, 5.0)).log_ratio.any()
+
+
+def test_the_ring_of_the_appearance_model_stays_in_the_body():
+    image = np.zeros((41, 41, 1), np.float32)
+    mask = disc()[..., None]
+    image[mask] = 2.0
+    image[~mask] = -1.0  # outside the body (air) everything is -1 ...
+    body = np.zeros_like(mask)  # ... and the body is the organ alone, so no ring voxel is counted
+    body[mask] = True
+    model = AppearanceModel.fit(image, mask, body, (1.0, 1.0, 1.0))
+    assert model(np.float32(-1.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_signed_distance_is_the_in_plane_distance_to_the_boundary_in_cm_clipped():
+    mask = disc(shape=(101, 101), radius=10.0, centre=(50, 50))
+    distance = signed_distance_cm(mask, (2.0, 2.0, 5.0))  # 2 mm pixels: the disc's radius is 20 mm
+    assert distance[50, 50] == pytest.approx(2.0, abs=0.25)  # the centre, 20 mm in
+    assert distance[50, 65] == pytest.approx(-1.0, abs=0.25)  # 15 px from the centre: 5 px = 10 mm out
+    assert distance.min() == pytest.approx(-3.0)  # clipped at 30 mm
+    assert (signed_distance_cm(np.zeros((5, 5), bool), (1.0, 1.0)) == -3.0).all()
+
+
+def test_the_logistic_fusion_is_eq_1():
+    rng = np.random.default_rng(0)
+    features = rng.random((4, 5, len(FEATURES))).astype(np.float32)
+    c = rng.standard_normal(len(FEATURES) + 1)
+    expected = 1 / (1 + np.exp(-(c[0] + features @ c[1:])))
+    np.testing.assert_allclose(logistic(features, c), expected, rtol=1e-5)
+    np.testing.assert_allclose(logistic(features, coefficients(1.5)), 1 / (1 + np.exp(-1.5)), rtol=1e-6)
+    with pytest.raises(ValueError, match="coefficients"):
+        logistic(features, c[:-1])
+
+
+def test_slice_features_come_in_the_order_of_FEATURES():
+    prior = disc().astype(np.float32)
+    image = 2.0 * prior
+    networks = {"registered": np.full(prior.shape, 0.25, np.float32), "chunks": np.full(prior.shape, 0.75, np.float32)}
+    appearance = AppearanceModel.fit(image[..., None], prior[..., None] > 0, np.ones((41, 41, 1), bool), (1, 1, 1))
+    features = slice_features(networks, prior, image, appearance, (1.0, 1.0))
+    assert features.shape == (41, 41, len(FEATURES)) and features.dtype == np.float32
+    named = dict(zip(FEATURES, np.moveaxis(features, -1, 0)))
+    assert (named["network_registered"] == 0.25).all() and (named["network_chunks"] == 0.75).all()
+    np.testing.assert_array_equal(named["prior_0mm"], prior)
+    assert named["prior_10mm"][20, 20] < 1 and named["prior_10mm"][0, 0] > 0  # softened
+    np.testing.assert_allclose(named["network_x_prior"], 0.25 * named["prior_5mm"], rtol=1e-6)
+    assert named["appearance_log_ratio"][20, 20] > 0 > named["appearance_log_ratio"][0, 0]
+
+
+def test_fitted_coefficients_separate_what_the_features_separate():
+    rng = np.random.default_rng(1)
+    features = rng.random((2000, len(FEATURES)))
+    labels = features[:, FEATURES.index("appearance_log_ratio")] > 0.5
+    c = fit_coefficients([(features[:1000], labels[:1000]), (features[1000:], labels[1000:])], regularisation=100)
+    assert len(c) == len(FEATURES) + 1
+    accuracy = ((logistic(features, c) > 0.5) == labels).mean()
+    assert accuracy > 0.95
+    assert np.argmax(np.abs(c[1:])) == FEATURES.index("appearance_log_ratio")
+    with pytest.raises(ValueError, match="both classes"):
+        fit_coefficients([(features, np.ones(2000, bool))])
+
+
+def test_the_learned_fusion_needs_its_coefficients_and_keeps_them_hashable():
+    with pytest.raises(ConfigError, match="coefficients"):
+        GuidanceConfig(fusion="learned")
+    with pytest.raises(ConfigError, match="coefficients"):
+        GuidanceConfig(fusion="learned", coefficients=(1.0, 2.0))
+    with pytest.raises(ConfigError, match="fusion"):
+        GuidanceConfig(fusion="median")
+    config = GuidanceConfig(fusion="learned", coefficients=list(coefficients(-1.0, prior_0mm=2.0)))
+    assert isinstance(config.coefficients, tuple) and hash(config)
+    assert GuidanceConfig(**json.loads(json.dumps(asdict(config)))) == config  # a selection file's round trip
+
+
+def test_nested_learned_fusion_fits_each_fold_on_the_other_folds_only():
+    from medfss.registration.selection import nested_learned_fusion
+
+    def sample(fold):  # a fold's voxels carry its number, so a fit can say which folds it saw
+        return np.full((3, len(FEATURES)), float(fold)), np.array([True, False, True])
+
+    samples = {f: [sample(f)] for f in (0, 1, 2)}
+    seen = []
+
+    def fit(pairs):
+        folds = sorted({int(x[0, 0]) for x, _ in pairs})
+        seen.append(folds)
+        return coefficients(float(sum(folds)))
+
+    selection = nested_learned_fusion(samples, GuidanceConfig(), fit=fit)
+    assert seen == [[1, 2], [0, 2], [0, 1], [0, 1, 2]]
+    assert {f: s["config"]["coefficients"][0] for f, s in selection["folds"].items()} == {"0": 3, "1": 2, "2": 1}
+    assert selection["folds"]["0"]["fitted_on_folds"] == [1, 2] and selection["folds"]["0"]["voxels"] == 6
+    assert selection["best_overall"]["config"]["fusion"] == "learned"
+    assert selection["features"] == list(FEATURES)
