@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Registration-guided few-shot segmentation (issue 15), one model at a CPU recipe on one data set:
 #
-#   [TAG=name] [SELECTION=selection.json] [SELECTION_SUPPORTS=0,1] \
+#   [TAG=name] [FUSION=learned|average] [SELECTION=selection.json] [SELECTION_SUPPORTS=0,1] \
 #     bash scripts/guided_tables.sh MODEL DATASET FOLDS SUPPORTS [--set KEY=VALUE ...]
 #   e.g. bash scripts/guided_tables.sh alpnet CHAOST2 0,1,2,3,4 0,1,2,3
 #
@@ -10,27 +10,31 @@
 #   TAG=sp-min800-lr2e-2-4800 bash scripts/guided_tables.sh alpnet CHAOST2 0,1,2,3,4 0,1 \
 #     --set 'data.superpixels={min_size: 800}' --set optim.lr=0.02 --set optim.iterations=4800 --set optim.lr_step=48
 # SELECTION_SUPPORTS narrows the supports the fusion is chosen on (default: SUPPORTS), to save time.
+# FUSION (default learned) is select-guidance's --fusion: the learned fusion fitted per test fold on the other
+# folds, or the average fusion chosen per test fold on the other folds; results go to NAME-learned (learned)
+# or NAME (average), NAME below.
 #
 # 1. one model per fold (scripts/cpu_tables.sh, reused when trained) and the registration of every
 #    support onto every query (cached in runs/registration-cache, as scripts/registration_tables.sh);
-# 2. without SELECTION: `medfss select-guidance` sweeps the fusion grid on the tool's output (no query
-#    label) and chooses each test fold's fusion on the other folds only (nested cross-validation),
-#    writing results/guided/NAME/DATASET-setting1/selection.json (NAME below);
+# 2. without SELECTION: `medfss select-guidance` fits (learned) or chooses (average) each test fold's fusion
+#    on the tool's output (no query label) of the other folds only (nested cross-validation),
+#    writing results/guided/NAME[-learned]/DATASET-setting1/selection.json (NAME below);
 #    with SELECTION (a selection.json made on another data set): nothing is chosen on this one;
 # 3. `medfss evaluate --guidance registration --guidance-selection` scores every fold with its choice
 #    (SELECTION: every fold with that data set's best-overall choice) under both protocols, beside the same models
 #    without guidance (the position rule) and registration alone, on the same folds and supports, into
-#    results/guided/{NAME,NAME-position,registration-syn}/DATASET-setting1[-extent-estimated]/, NAME being
+#    results/guided/{NAME[-learned],NAME-position,registration-syn}/DATASET-setting1[-extent-estimated]/, NAME being
 #    MODEL_cpu[-TAG].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 dataset=$2 folds=$3 supports=$4
 shift 4
 selection=${SELECTION:-}
+fusion=${FUSION:-learned}
 name=${model}_cpu${TAG:+-$TAG}
 recipe="CPU preset${TAG:+, $TAG: $*}"
 runs=runs/$name/${dataset}-setting1
-out=results/guided/$name/${dataset}-setting1
+out=results/guided/$name$([ "$fusion" = learned ] && echo -learned)/${dataset}-setting1
 checkpoint="$runs/fold{fold}/model.pt"
 SUPPORTS=$supports TRAIN_ONLY=1 bash scripts/cpu_tables.sh "$model" "$dataset" 1 "$folds" "$@"
 cache=(--registration-cache runs/registration-cache)
@@ -38,10 +42,11 @@ protocol=(--dataset "$dataset" --folds "$folds" --support-index "$supports" --qu
 if [ -z "$selection" ]; then
   selection=$out/selection.json
   .venv/bin/medfss select-guidance --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
-    --folds "$folds" --support-index "${SELECTION_SUPPORTS:-$supports}" --quiet "${cache[@]}" --out "$out"
-  label="$model ($recipe) + registration guidance, chosen per fold on the other folds"
+    --folds "$folds" --support-index "${SELECTION_SUPPORTS:-$supports}" --fusion "$fusion" --quiet "${cache[@]}" \
+    --out "$out"
+  label="$model ($recipe) + registration guidance, $fusion fusion $([ "$fusion" = learned ] && echo fitted || echo chosen) per fold on the other folds"
 else
-  label="$model ($recipe) + registration guidance, fusion chosen on another data set ($selection)"
+  label="$model ($recipe) + registration guidance, fusion of another data set ($selection)"
 fi
 for extent in estimated gt; do
   suffix=$([ "$extent" = gt ] && echo "" || echo "-extent-estimated")

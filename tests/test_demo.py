@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from medfss.cli import main
+from medfss.errors import ConfigError
 from medfss.demo import CHAOST2_ORGANS, phantom, run_demo
 
 
@@ -129,3 +130,21 @@ def test_the_card_generator_writes_the_modality_line_of_the_bundled_card(checkpo
     assert line in MODEL_CARD.read_text().splitlines()
     assert card_scores(card)["estimated"]["mean"] == round(results["mean_dice"], 2)
     assert set(card_scores(MODEL_CARD.read_text())) == {"gt", "estimated"}
+
+
+def test_rescoring_the_card_keeps_its_description_and_regenerates_its_scores(tmp_path, monkeypatch):
+    from medfss.weights import MODEL_CARD
+    from medfss.weights import bundle
+
+    card = tmp_path / "card.md"
+    card.write_text(MODEL_CARD.read_text())
+    monkeypatch.setattr(bundle, "MODEL_CARD", card)
+    results_file = Path(__file__).parents[1] / "results/default_model/CHAOST2-setting1-extent-estimated/results.json"
+    assert bundle.main(["--rescore", str(results_file)]) == 0
+    rescored = card.read_text()
+    description = MODEL_CARD.read_text().split(bundle.SCORES_HEADING)[0]
+    assert rescored.startswith(description) and rescored.count("| mean |") == 1
+    assert set(bundle.card_scores(rescored)) == {"estimated"}
+    card.write_text("# a card without scores\n")
+    with pytest.raises(ConfigError, match="no '## Scores"):
+        bundle.rescore([results_file])

@@ -73,11 +73,13 @@ def _add_guidance_args(parser: argparse.ArgumentParser, default: str) -> None:
                             + ("; none: the network alone on every slice of the query range" if default == "auto"
                                else "") + f"; auto: registration when ANTsPy is installed (default {default})")
     group.add_argument("--guidance-weight", type=float, default=None, metavar="W",
-                       help="weight of the network against the registered prior (default GuidanceConfig's)")
+                       help="average the network and the registered prior with this weight of the network, instead "
+                            "of GuidanceConfig's default fusion")
     group.add_argument("--guidance-sigma-mm", type=float, default=None, metavar="MM",
-                       help="in-plane Gaussian softening of the registered prior (default GuidanceConfig's)")
+                       help="average fusion: in-plane Gaussian softening of the registered prior")
     group.add_argument("--guidance-support-slices", choices=("chunks", "registered"), default=None,
-                       help="support slices for the network: the chunk rule, or slice z of the warped supports")
+                       help="average fusion: support slices for the network, the chunk rule or slice z of the warped "
+                            "supports")
 
 
 def resolve_guidance(requested: str) -> str:
@@ -98,7 +100,8 @@ def _guidance_config(args):
 
     given = {"network_weight": args.guidance_weight, "prior_sigma_mm": args.guidance_sigma_mm,
              "support_slices": args.guidance_support_slices}
-    return GuidanceConfig(**{k: v for k, v in given.items() if v is not None})
+    given = {k: v for k, v in given.items() if v is not None}
+    return GuidanceConfig(**given, **({"fusion": "average"} if given else {}))  # the average's settings: average
 
 
 def _guide(args, protocol=None):

@@ -1,6 +1,7 @@
 """Put a trained model into the package as the default, with its model card.
 
     python -m medfss.weights.bundle RUN_DIR RESULTS_JSON [RESULTS_JSON ...] [--selection SELECTION_JSON]
+    python -m medfss.weights.bundle --rescore RESULTS_JSON [RESULTS_JSON ...]
 
 RUN_DIR is a finished ``medfss train`` run (``model.pt``, ``training.json``);
 each RESULTS_JSON is a ``medfss evaluate`` of that model (with or without
@@ -8,7 +9,9 @@ registration guidance); SELECTION_JSON says how its recipe was chosen
 (:mod:`medfss.weights.selection`). The model is copied to
 :data:`medfss.weights.DEFAULT_MODEL` (refused above :data:`MAX_BYTES`) and
 the card is generated from the run's config, training record, selection and
-the evaluations: nothing in it is typed by hand.
+the evaluations: nothing in it is typed by hand. ``--rescore`` regenerates
+only the card's scores from new evaluations of the bundled model (e.g. with
+another registration guidance), keeping the description its bundling wrote.
 """
 
 from __future__ import annotations
@@ -40,10 +43,15 @@ def _table(results: dict) -> list[str]:
     extent = EXTENT_NOTE[protocol.get("extent", "gt")]
     # guided tables get their own prefix, so that card_scores reads the network-alone figures the demo compares
     guidance = results.get("guidance")
-    head = (f"Protocol (registration guidance, as `medfss segment` by default: "
-            f"{guidance['registration']['transform']}, network weight {guidance['network_weight']:g}, "
-            f"prior sigma {guidance['prior_sigma_mm']:g} mm, {guidance['support_slices']} support slices)"
-            if guidance else "Protocol")
+    if guidance is None:
+        head = "Protocol"
+    elif guidance.get("fusion") == "learned":
+        head = (f"Protocol (registration guidance, as `medfss segment` by default: "
+                f"{guidance['registration']['transform']}, learned fusion)")
+    else:
+        head = (f"Protocol (registration guidance: {guidance['registration']['transform']}, average fusion, network "
+                f"weight {guidance['network_weight']:g}, prior sigma {guidance['prior_sigma_mm']:g} mm, "
+                f"{guidance['support_slices']} support slices)")
     lines = [f"{head}: {results['dataset']}, setting {results['setting']}, {results['shots']}-shot, "
              f"folds {protocol['folds']}, supports {protocol['support_indices']}; {extent}.",
              "", "| " + " | ".join([*classes, "mean"]) + " |", "|" + "---|" * (len(classes) + 1)]
@@ -107,12 +115,29 @@ def model_card(run_dir: Path, evaluations: list[dict], size_bytes: int, selectio
         "far below the published SSL-ALPNet (78.8 Dice on this protocol with ResNet-101 at 256 x 256). "
         "Not for clinical use.",
         "",
-        "## Scores (Dice, mean ± std over support choices)",
-        "",
     ]
+    return "\n".join(lines) + "\n" + scores_section(evaluations)
+
+
+SCORES_HEADING = "## Scores (Dice, mean ± std over support choices)"
+
+
+def scores_section(evaluations: list[dict]) -> str:
+    """The card's scores: one table per evaluation."""
+    lines = [SCORES_HEADING, ""]
     for results in evaluations:
         lines += _table(results)
     return "\n".join(lines)
+
+
+def rescore(result_files: list[Path]) -> Path:
+    """Regenerate the scores of :data:`MODEL_CARD` from ``result_files``, keeping its description."""
+    card = MODEL_CARD.read_text()
+    if SCORES_HEADING not in card:
+        raise ConfigError(f"{MODEL_CARD} has no '{SCORES_HEADING}' section: bundle the model again")
+    evaluations = [json.loads(Path(f).read_text()) for f in result_files]
+    write_text_atomic(card[:card.index(SCORES_HEADING)] + scores_section(evaluations) + "\n", MODEL_CARD)
+    return MODEL_CARD
 
 
 def bundle(run_dir: Path, result_files: list[Path], selection_file: Path | None = None) -> Path:
@@ -133,11 +158,18 @@ def bundle(run_dir: Path, result_files: list[Path], selection_file: Path | None 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medfss.weights.bundle", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("results", type=Path, nargs="+")
+    parser.add_argument("paths", type=Path, nargs="+", metavar="RUN_DIR RESULTS_JSON",
+                        help="the run and its evaluations (with --rescore: the evaluations alone)")
     parser.add_argument("--selection", type=Path, help="how the recipe was chosen (python -m medfss.weights.selection)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="only regenerate the card's scores from RESULTS_JSON (the bundled model unchanged)")
     args = parser.parse_args(argv)
-    print(f"wrote {bundle(args.run_dir, args.results, args.selection)} and {MODEL_CARD}")
+    if args.rescore:
+        print(f"wrote {rescore(args.paths)}")
+        return 0
+    if len(args.paths) < 2:
+        parser.error("give the run folder and at least one results.json")
+    print(f"wrote {bundle(args.paths[0], args.paths[1:], args.selection)} and {MODEL_CARD}")
     return 0
 
 
