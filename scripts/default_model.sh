@@ -27,10 +27,13 @@ elif [ ! -f "$run/model.pt" ]; then
   .venv/bin/medfss train "${train_args[@]}"
 fi
 # registration guidance's learned fusion for this model, fitted on folds 1-4 (the fold-0 scores below use it as
-# GuidanceConfig's defaults, which is what `medfss segment` and `medfss demo` use)
-.venv/bin/medfss select-guidance --model "$model" --checkpoint "$checkpoint" --dataset CHAOST2 --folds 1,2,3,4 \
-  --support-index 0,1 --fusion learned --registration-cache runs/registration-cache \
-  --out results/default_model/guidance-learned
+# GuidanceConfig's defaults, which is what `medfss segment` and `medfss demo` use); a fit already made is kept
+# unless REFIT=1, so that the run after setting the defaults does not fit again
+fit=results/default_model/guidance-learned
+if [ -n "${REFIT:-}" ] || [ ! -f "$fit/selection.json" ]; then
+  .venv/bin/medfss select-guidance --model "$model" --checkpoint "$checkpoint" --dataset CHAOST2 --folds 1,2,3,4 \
+    --support-index 0,1 --fusion learned --registration-cache runs/registration-cache --out "$fit"
+fi
 .venv/bin/python - <<'EOF'
 import json
 from medfss.registration.guided import GuidanceConfig
