@@ -114,7 +114,7 @@ def test_nested_learned_fusion_fits_each_fold_on_the_other_folds_only():
     samples = {f: [sample(f)] for f in (0, 1, 2)}
     seen = []
 
-    def fit(pairs):
+    def fit(pairs, features):
         folds = sorted({int(x[0, 0]) for x, _ in pairs})
         seen.append(folds)
         return coefficients(float(sum(folds)))
@@ -125,3 +125,23 @@ def test_nested_learned_fusion_fits_each_fold_on_the_other_folds_only():
     assert selection["folds"]["0"]["fitted_on_folds"] == [1, 2] and selection["folds"]["0"]["voxels"] == 6
     assert selection["best_overall"]["config"]["fusion"] == "learned"
     assert selection["features"] == list(FEATURES)
+
+
+def test_an_ablation_fits_the_named_features_and_leaves_the_others_at_zero():
+    rng = np.random.default_rng(2)
+    features = rng.random((500, len(FEATURES)))
+    labels = features[:, FEATURES.index("prior_0mm")] > 0.5
+    kept = ("prior_0mm", "signed_distance_cm")
+    c = fit_coefficients([(features, labels)], features=kept)
+    assert [name for name, value in zip(FEATURES, c[1:]) if value != 0] == list(kept)
+    with pytest.raises(ValueError, match="unknown"):
+        fit_coefficients([(features, labels)], features=("prior_0mm", "colour"))
+
+
+def test_select_guidance_refuses_an_unknown_feature_in_one_line(tmp_path, capsys, data_root):
+    from medfss.cli import main
+
+    code = main(["select-guidance", "--model", "alpnet", "--checkpoint", str(tmp_path / "m.pt"), "--dataset", "CHAOST2",
+                 "--data-root", str(data_root), "--fusion-features", "prior_0mm,colour", "--out", str(tmp_path / "o")])
+    assert code == 2 and "unknown colour" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

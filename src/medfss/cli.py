@@ -204,13 +204,16 @@ def cmd_select_guidance(args) -> int:
     grid = FusionGrid(support_slices=args.support_slices, network_weights=args.weights,
                       prior_sigmas_mm=args.sigmas_mm)
     learned = args.fusion == "learned"
+    unknown = sorted(set(args.fusion_features) - set(FEATURES))
+    if unknown:
+        raise ConfigError(f"--fusion-features: unknown {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
     networks_for = predictor_factory(args.model, args.checkpoint, spec=dataset.spec, device=args.device)
     announce_new_folder(args.out)
     registration = _registration_predictor(args)
     swept = sweep(dataset, networks_for, registration, config, [] if learned else grid.configs(base), base,
                   samples_per_query=args.samples_per_query if learned else 0, progress=not args.quiet)
     if learned:
-        selection = nested_learned_fusion(swept.samples, base)
+        selection = nested_learned_fusion(swept.samples, base, features=args.fusion_features)
         for fold, fit in selection["folds"].items():
             print(f"fold {fold}: learned fusion fitted on folds {fit['fitted_on_folds']} ({fit['voxels']} voxels)")
         coefficients = selection["best_overall"]["config"]["coefficients"]
@@ -458,6 +461,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from medfss.registration.fusion import FEATURES
+
     parser = argparse.ArgumentParser(prog="medfss", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"medfss {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -512,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--fusion", choices=("learned", "average"), default="learned",
                      help="learned: fit the logistic fusion of medfss.registration.fusion on the other folds; "
                           "average: choose w, sigma and the support slices on the other folds (default learned)")
+    sel.add_argument("--fusion-features", type=lambda v: v.split(","), default=list(FEATURES), metavar="NAME,...",
+                     help="learned: the features eq. 1 uses, the others left out (an ablation; default all: "
+                          + ", ".join(FEATURES) + ")")
     sel.add_argument("--samples-per-query", type=int, default=20000, metavar="N",
                      help="learned: training voxels drawn from each query and class (default 20000)")
     sel.add_argument("--support-slices", type=lambda v: v.split(","), default=["chunks", "registered"],

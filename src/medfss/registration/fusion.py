@@ -163,14 +163,24 @@ def training_voxels(features: np.ndarray) -> np.ndarray:
     return near_prior | (features[..., FEATURES.index("network_registered")] > 0)
 
 
-def fit_coefficients(samples: Sequence[tuple[np.ndarray, np.ndarray]], regularisation: float = 1.0
-                     ) -> tuple[float, ...]:
-    """Eq. 1's (c_0, ..., c_F) by L2-regularised logistic regression on (features [n, F], labels [n]) pairs."""
+def fit_coefficients(samples: Sequence[tuple[np.ndarray, np.ndarray]], features: Sequence[str] = FEATURES,
+                     regularisation: float = 1.0) -> tuple[float, ...]:
+    """Eq. 1's (c_0, ..., c_F) by L2-regularised logistic regression on (features [n, F], labels [n]) pairs.
+
+    Only the named ``features`` are fitted; the others keep a coefficient of
+    0, i.e. are left out of eq. 1 (an ablation).
+    """
     from sklearn.linear_model import LogisticRegression
 
-    features = np.concatenate([x for x, _ in samples])
+    unknown = sorted(set(features) - set(FEATURES))
+    if unknown or not features:
+        raise ValueError(f"fit at least one of the features {', '.join(FEATURES)}; unknown: {unknown}")
+    columns = [FEATURES.index(name) for name in features]
+    values = np.concatenate([x for x, _ in samples])[:, columns]  # [n, len(features)]
     labels = np.concatenate([y for _, y in samples]).astype(bool)
-    if features.shape[0] == 0 or labels.all() or not labels.any():
+    if values.shape[0] == 0 or labels.all() or not labels.any():
         raise ValueError("the learned fusion needs training voxels of both classes")
-    model = LogisticRegression(C=regularisation, max_iter=1000).fit(features, labels)
-    return (float(model.intercept_[0]), *(float(c) for c in model.coef_[0]))
+    model = LogisticRegression(C=regularisation, max_iter=1000).fit(values, labels)
+    weights = np.zeros(len(FEATURES))
+    weights[columns] = model.coef_[0]
+    return (float(model.intercept_[0]), *(float(c) for c in weights))

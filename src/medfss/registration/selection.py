@@ -161,9 +161,11 @@ def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], regis
 
 
 def nested_learned_fusion(samples: dict[int, list[tuple[np.ndarray, np.ndarray]]], base: GuidanceConfig,
-                          fit: Callable[[Sequence[tuple[np.ndarray, np.ndarray]]], tuple[float, ...]]
-                          = fit_coefficients) -> dict:
+                          features: Sequence[str] = FEATURES,
+                          fit: Callable[..., tuple[float, ...]] = fit_coefficients) -> dict:
     """Per test fold, the learned fusion fitted on the other folds' samples only; and one fitted on all.
+
+    ``features``: those eq. 1 uses (the others get a coefficient of 0).
 
     Returns a JSON-ready dict in the layout of :func:`nested_selection`:
     ``folds`` (per fold: the config and the folds and voxels it was fitted
@@ -175,10 +177,10 @@ def nested_learned_fusion(samples: dict[int, list[tuple[np.ndarray, np.ndarray]]
 
     def fitted(on: Sequence[int]) -> dict:
         pairs = [pair for f in on for pair in samples[f]]
-        config = replace(base, fusion="learned", coefficients=fit(pairs))
+        config = replace(base, fusion="learned", coefficients=fit(pairs, features))
         return {"config": asdict(config), "fitted_on_folds": list(on), "voxels": int(sum(len(y) for _, y in pairs))}
 
-    return {"fusion": "learned", "features": list(FEATURES),
+    return {"fusion": "learned", "features": list(features),
             "folds": {str(f): fitted([o for o in folds if o != f]) for f in folds},
             "best_overall": fitted(folds)}
 
