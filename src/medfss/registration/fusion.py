@@ -140,10 +140,14 @@ def slice_features(networks: dict[str, np.ndarray], prior: np.ndarray, image: np
 
 def volume_features(networks: dict[str, np.ndarray], prior: np.ndarray, image: np.ndarray, body: np.ndarray,
                     spacing: Sequence[float], extent: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
-    """(z, features [H, W, F]) for every slice z of ``extent`` (inclusive); the appearance model fitted once."""
+    """(z, features [H, W, F]) for every slice z of ``extent`` (inclusive); the appearance model fitted once.
+
+    ``networks`` are slabs [H, W, n] over ``extent``; ``prior``, ``image`` and ``body`` volumes [H, W, D].
+    """
     appearance = AppearanceModel.fit(image, prior >= 0.5, body, spacing)
-    for z in range(extent[0], extent[1] + 1):
-        yield z, slice_features({r: networks[r][..., z] for r in NETWORK_RULES}, prior[..., z], image[..., z],
+    top, bottom = extent
+    for z in range(top, bottom + 1):
+        yield z, slice_features({r: networks[r][..., z - top] for r in NETWORK_RULES}, prior[..., z], image[..., z],
                                 appearance, spacing)
 
 

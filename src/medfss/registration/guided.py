@@ -120,8 +120,9 @@ def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
 class GuidanceEvidence:
     """What step 4 combines, for one class of one query."""
 
-    networks: dict[str, np.ndarray]  # support-slice rule -> [H, W, D] the network's foreground probability, 0
-    # outside the slices it predicted; the single key "position" when every registration failed
+    networks: dict[str, np.ndarray]  # support-slice rule -> [H, W, n] the network's foreground probability on the
+    # n slices of ``extent`` (a slab, not the volume: a large CT's volume is 600 MiB); the single key "position"
+    # when every registration failed
     prior: np.ndarray | None  # [H, W, D] fraction of trusted registrations labelling a voxel; None: all failed
     spacing: tuple[float, float, float]  # the query's voxel size in mm
     query: np.ndarray  # [H, W, D] the query image (the learned fusion's appearance model reads it)
@@ -133,8 +134,9 @@ def fuse(evidence: GuidanceEvidence, config: GuidanceConfig) -> np.ndarray:
 
     Both are computed a slice at a time: no full-volume temporaries beside p.
     """
+    top, bottom = evidence.extent
     if evidence.prior is None:
-        return evidence.networks["position"]
+        return full_volume(evidence.networks["position"], top, evidence.query.shape[-1])
     fused = np.zeros(evidence.prior.shape, dtype=np.float32)  # [H, W, D]
     if config.fusion == "learned":
         body = body_mask(evidence.query)  # [H, W, D]: eq. 2's ring lies in the body
@@ -142,10 +144,10 @@ def fuse(evidence: GuidanceEvidence, config: GuidanceConfig) -> np.ndarray:
                                            evidence.spacing, evidence.extent):
             fused[..., z] = logistic(features, config.coefficients)
         return fused
-    w, network = config.network_weight, evidence.networks[config.support_slices]
-    for z in range(evidence.extent[0], evidence.extent[1] + 1):
-        fused[..., z] = w * network[..., z] + (1 - w) * soften(evidence.prior[..., z], config.prior_sigma_mm,
-                                                                evidence.spacing)
+    w, network = config.network_weight, evidence.networks[config.support_slices]  # [H, W, n]
+    for z in range(top, bottom + 1):
+        fused[..., z] = w * network[..., z - top] + (1 - w) * soften(evidence.prior[..., z], config.prior_sigma_mm,
+                                                                      evidence.spacing)
     return fused
 
 
@@ -205,9 +207,8 @@ class GuidedPredictor:
         return GuidanceEvidence(networks, prior, tuple(query_spacing), query, extent)
 
     def _network(self, query: np.ndarray, plan) -> np.ndarray:
-        """The network's probability [H, W, D] on ``plan``'s slices, 0 elsewhere."""
-        return full_volume(predict_volume(self.network, query, plan, batch_size=self.batch_size), plan.top,
-                           query.shape[-1])
+        """The network's probability [H, W, n] on ``plan``'s slices."""
+        return predict_volume(self.network, query, plan, batch_size=self.batch_size)
 
     def segment_volume(self, supports: Sequence[SupportScan], query: np.ndarray,
                        query_spacing: tuple[float, float, float]) -> np.ndarray:
