@@ -95,7 +95,7 @@ def test_fitted_coefficients_separate_what_the_features_separate():
 
 def test_the_learned_fusion_needs_its_coefficients_and_keeps_them_hashable():
     with pytest.raises(ConfigError, match="coefficients"):
-        GuidanceConfig(fusion="learned")
+        GuidanceConfig(fusion="learned", coefficients=None)
     with pytest.raises(ConfigError, match="coefficients"):
         GuidanceConfig(fusion="learned", coefficients=(1.0, 2.0))
     with pytest.raises(ConfigError, match="fusion"):
@@ -103,6 +103,8 @@ def test_the_learned_fusion_needs_its_coefficients_and_keeps_them_hashable():
     config = GuidanceConfig(fusion="learned", coefficients=list(coefficients(-1.0, prior_0mm=2.0)))
     assert isinstance(config.coefficients, tuple) and hash(config)
     assert GuidanceConfig(**json.loads(json.dumps(asdict(config)))) == config  # a selection file's round trip
+    default = GuidanceConfig()  # the bundled model's fit (results/default_model/guidance-learned/selection.json)
+    assert default.fusion == "learned" and len(default.coefficients) == len(FEATURES) + 1
 
 
 def test_nested_learned_fusion_fits_each_fold_on_the_other_folds_only():

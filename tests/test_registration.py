@@ -235,7 +235,7 @@ def test_guided_prediction_fuses_the_network_with_the_soft_registered_prior_on_t
     image, mask = blob_volume()  # the organ spans slices 7..17
     network = ConstantNetwork(0.8)
     guided = GuidedPredictor(network, IdentityRegistrations(),
-                             GuidanceConfig(network_weight=0.25, prior_sigma_mm=0.0, margin_slices=1))
+                             GuidanceConfig(network_weight=0.25, prior_sigma_mm=0.0, margin_slices=1, fusion="average"))
     probability = guided.segment_volume([SupportScan(image, mask)], image, (1.0, 1.0, 1.0))
     covered = np.flatnonzero(mask.any(axis=(0, 1)))
     extent = slice(covered[0] - 1, covered[-1] + 2)
@@ -369,8 +369,9 @@ def test_a_sweep_scores_each_fusion_as_the_evaluation_of_that_guided_predictor(p
         evaluated = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), IdentityRegistrations(), config),
                              protocol, progress=False)
         assert results[config].mean_dice == pytest.approx(evaluated.mean_dice, abs=1e-4), config
-    assert results[GuidanceConfig(network_weight=0.0, prior_sigma_mm=0.0)].mean_dice == pytest.approx(100)
-    assert results[GuidanceConfig(network_weight=1.0, prior_sigma_mm=0.0)].mean_dice < 90
+    average = {"fusion": "average", "coefficients": None}
+    assert results[GuidanceConfig(network_weight=0.0, prior_sigma_mm=0.0, **average)].mean_dice == pytest.approx(100)
+    assert results[GuidanceConfig(network_weight=1.0, prior_sigma_mm=0.0, **average)].mean_dice < 90
 
 
 def test_a_sweep_draws_the_learned_fusions_voxels_and_a_fit_on_them_segments_the_organ(pair_dataset):
@@ -423,6 +424,10 @@ def test_a_guidance_selection_file_gives_each_fold_its_choice_and_other_data_the
                                 "selection": {"folds": {"3": {"config": {"network_weight": 2.0}}}}}))
     with pytest.raises(ConfigError, match="not a selection file"):
         read_fold_configs(path, "CHAOST2", [3])
+    before_learned = {"network_weight": 0.25, "prior_sigma_mm": 2.5, "margin_slices": 1, "support_slices": "chunks",
+                      "max_volume_ratio": 3.0, "min_correlation": 0.2}  # a file written before the learned fusion
+    path.write_text(json.dumps({"protocol": {"dataset": "CHAOST2"}, "selection": {"folds": {"3": {"config": before_learned}}}}))
+    assert read_fold_configs(path, "CHAOST2", [3])[3].fusion == "average"
 
 
 def test_a_guidance_selection_without_registration_guidance_is_a_one_line_error(tmp_path, capsys, data_root):

@@ -56,15 +56,26 @@ FUSIONS = ("average", "learned")  # step 4
 class GuidanceConfig:
     """How the network and the registration are combined (module docstring, steps 1-4)."""
 
-    # w, sigma and the support slices: the bundled default model's best fusion on CHAOST2 folds 1-4, the folds
-    # it trained on (results/default_model/guidance/selection.json, scripts/default_model.sh), so its fold-0
-    # figures with these defaults are not tuned on fold 0
+    # The default fusion is the learned one, its coefficients fitted with the bundled default model on CHAOST2 folds
+    # 1-4, the folds it trained on (results/default_model/guidance-learned/selection.json, scripts/default_model.sh),
+    # so its fold-0 figures with these defaults are not tuned on fold 0. w, sigma and the support slices are the
+    # average fusion's (--guidance-weight ...), chosen the same way (results/default_model/guidance/selection.json).
     network_weight: float = 0.5  # w of step 4 (1: the network alone on the registered extent; 0: no network)
     prior_sigma_mm: float = 5.0  # in-plane softening of the registered prior
     margin_slices: int = 1  # slices added on each side of the registered extent
     support_slices: str = "chunks"  # one of SUPPORT_SLICE_RULES (step 3, the average fusion's network)
-    fusion: str = "average"  # one of FUSIONS (step 4)
-    coefficients: tuple[float, ...] | None = None  # the learned fusion's c_0..c_F (fusion.py, eq. 1)
+    fusion: str = "learned"  # one of FUSIONS (step 4)
+    coefficients: tuple[float, ...] | None = (  # the learned fusion's c_0..c_F (fusion.py, eq. 1), in FEATURES' order
+        -1.8790538311004639,
+        2.0086257457733154,
+        1.6816794872283936,
+        -0.06741099804639816,
+        0.6058601140975952,
+        -0.4271971583366394,
+        -1.0454615354537964,
+        1.111655592918396,
+        1.00700044631958,
+        -1.9517899751663208)
     max_volume_ratio: float = 3.0  # a warped mask outside [1/r, r] times the support's volume: failed
     min_correlation: float = 0.2  # a warped image correlating less with the query: failed
 

@@ -224,6 +224,11 @@ def nested_selection(results: dict[GuidanceConfig, EvaluationResult]) -> dict:
     }
 
 
+def _config(record: dict) -> GuidanceConfig:
+    """A selection file's config; one without a ``fusion`` predates the learned fusion and is an average."""
+    return GuidanceConfig(**{"fusion": "average", "coefficients": None, **record})
+
+
 def read_fold_configs(path: str | os.PathLike, dataset: str, folds: Sequence[int]) -> dict[int, GuidanceConfig]:
     """Each of ``folds``' fusion from a selection file of ``medfss select-guidance``.
 
@@ -235,9 +240,9 @@ def read_fold_configs(path: str | os.PathLike, dataset: str, folds: Sequence[int
         record = json.loads(Path(path).read_text())
         selection = record["selection"]
         if record["protocol"]["dataset"] != dataset:
-            best = GuidanceConfig(**selection["best_overall"]["config"])
+            best = _config(selection["best_overall"]["config"])
             return {fold: best for fold in folds}
-        chosen = {int(fold): GuidanceConfig(**choice["config"]) for fold, choice in selection["folds"].items()}
+        chosen = {int(fold): _config(choice["config"]) for fold, choice in selection["folds"].items()}
     except FileNotFoundError:
         raise ConfigError(f"guidance selection {path} does not exist (write it with 'medfss select-guidance')") \
             from None
