@@ -265,6 +265,24 @@ def test_the_learned_fusion_reads_both_networks_and_is_zero_outside_the_register
     assert not probability[..., :extent.start].any() and not probability[..., extent.stop:].any()
 
 
+def test_the_learned_fusion_reads_k_supports_as_the_fraction_of_warped_masks():
+    from medfss.registration.fusion import FEATURES
+    from medfss.registration.guided import GuidanceConfig, GuidedPredictor
+
+    image, mask = blob_volume()
+    half = mask.copy()
+    half[:32] = False  # the second shot labels half of the organ
+    c = np.zeros(len(FEATURES) + 1)
+    c[1 + FEATURES.index("prior_0mm")] = 1.0  # p = sigmoid(prior): 0.5, 0.62 and 0.73 for 0, 1/2 and 1
+    guided = GuidedPredictor(ConstantNetwork(0.3), IdentityRegistrations(),
+                             GuidanceConfig(fusion="learned", coefficients=tuple(c), margin_slices=0))
+    probability = guided.segment_volume([SupportScan(image, mask), SupportScan(image, half)], image, (1.0, 1.0, 1.0))
+    expected = 1 / (1 + np.exp(-(mask.astype(float) + half) / 2))
+    covered = np.flatnonzero(mask.any(axis=(0, 1)))
+    np.testing.assert_allclose(probability[..., covered], expected[..., covered], rtol=1e-5)
+    assert guided.last_guidance["registered_supports"] == 2
+
+
 def test_a_failed_registration_falls_back_to_the_network_on_the_position_extent():
     from medfss.registration.guided import GuidanceConfig, GuidedPredictor
 
