@@ -447,7 +447,8 @@ def test_a_guidance_selection_file_gives_each_fold_its_choice_and_other_data_the
         read_fold_configs(path, "CHAOST2", [3])
     before_learned = {"network_weight": 0.25, "prior_sigma_mm": 2.5, "margin_slices": 1, "support_slices": "chunks",
                       "max_volume_ratio": 3.0, "min_correlation": 0.2}  # a file written before the learned fusion
-    path.write_text(json.dumps({"protocol": {"dataset": "CHAOST2"}, "selection": {"folds": {"3": {"config": before_learned}}}}))
+    path.write_text(json.dumps({"protocol": {"dataset": "CHAOST2"},
+                                "selection": {"folds": {"3": {"config": before_learned}}}}))
     assert read_fold_configs(path, "CHAOST2", [3])[3].fusion == "average"
 
 
