@@ -147,3 +147,6 @@ def test_select_guidance_refuses_an_unknown_feature_in_one_line(tmp_path, capsys
                  "--data-root", str(data_root), "--fusion-features", "prior_0mm,colour", "--out", str(tmp_path / "o")])
     assert code == 2 and "unknown colour" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    code = main(["select-guidance", "--model", "alpnet", "--checkpoint", str(tmp_path / "m.pt"), "--dataset", "CHAOST2",
+                 "--data-root", str(data_root), "--samples-per-query", "0", "--out", str(tmp_path / "o")])
+    assert code == 2 and "--samples-per-query must be at least 1" in capsys.readouterr().err

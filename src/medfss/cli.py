@@ -204,6 +204,8 @@ def cmd_select_guidance(args) -> int:
     grid = FusionGrid(support_slices=args.support_slices, network_weights=args.weights,
                       prior_sigmas_mm=args.sigmas_mm)
     learned = args.fusion == "learned"
+    if args.samples_per_query < 1:
+        raise ConfigError(f"--samples-per-query must be at least 1, got {args.samples_per_query}")
     unknown = sorted(set(args.fusion_features) - set(FEATURES))
     if unknown:
         raise ConfigError(f"--fusion-features: unknown {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
