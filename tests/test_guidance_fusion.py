@@ -150,3 +150,14 @@ def test_select_guidance_refuses_an_unknown_feature_in_one_line(tmp_path, capsys
     code = main(["select-guidance", "--model", "alpnet", "--checkpoint", str(tmp_path / "m.pt"), "--dataset", "CHAOST2",
                  "--data-root", str(data_root), "--samples-per-query", "0", "--out", str(tmp_path / "o")])
     assert code == 2 and "--samples-per-query must be at least 1" in capsys.readouterr().err
+
+
+def test_select_guidance_prints_each_folds_fit_and_the_coefficients_of_the_fit_on_all():
+    from medfss.cli import _learned_summary
+    from medfss.registration.selection import nested_learned_fusion
+
+    samples = {f: [(np.full((2, len(FEATURES)), float(f)), np.array([True, False]))] for f in (0, 1)}
+    selection = nested_learned_fusion(samples, GuidanceConfig(), fit=lambda pairs, features: coefficients(0.5))
+    lines = _learned_summary(selection).splitlines()
+    assert lines[0] == "fold 0: learned fusion fitted on folds [1] (2 voxels)"
+    assert lines[-1].startswith("fitted on every fold: intercept +0.500, network_registered +0.000")

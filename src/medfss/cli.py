@@ -191,6 +191,33 @@ def _protocol(args, extent: str):
                                    chunks=args.chunks, setting=args.setting, seed=args.seed, extent=extent)
 
 
+def _learned_summary(selection: dict) -> str:
+    """What a nested fit of the learned fusion did: the folds of each fit and the coefficients of the fit on all."""
+    from medfss.registration.fusion import FEATURES
+
+    lines = [f"fold {fold}: learned fusion fitted on folds {fit['fitted_on_folds']} ({fit['voxels']} voxels)"
+             for fold, fit in selection["folds"].items()]
+    coefficients = selection["best_overall"]["config"]["coefficients"]
+    lines.append(f"fitted on every fold: intercept {coefficients[0]:+.3f}, "
+                 + ", ".join(f"{name} {c:+.3f}" for name, c in zip(FEATURES, coefficients[1:])))
+    return "\n".join(lines)
+
+
+def _average_summary(selection: dict) -> str:
+    """What a nested choice of the average fusion chose per fold, and its cross-validated Dice."""
+    lines = []
+    for fold, choice in selection["folds"].items():
+        chosen = choice["config"]
+        lines.append(f"fold {fold}: w={chosen['network_weight']:g} sigma={chosen['prior_sigma_mm']:g} mm "
+                     f"support slices {chosen['support_slices']} (other folds {choice['inner_mean_dice']:.2f}) "
+                     f"-> Dice {choice['test_mean_dice']:.2f}")
+    best = selection["best_overall"]
+    lines.append(f"nested cross-validation Dice {selection['nested_mean_dice']:.2f}; best over all folds: "
+                 f"w={best['config']['network_weight']:g} sigma={best['config']['prior_sigma_mm']:g} mm "
+                 f"{best['config']['support_slices']} ({best['mean_dice']:.2f}, not a test score)")
+    return "\n".join(lines)
+
+
 def cmd_select_guidance(args) -> int:
     from medfss.data.io import write_text_atomic
     from medfss.evaluation.predictors import predictor_factory
@@ -216,22 +243,10 @@ def cmd_select_guidance(args) -> int:
                   samples_per_query=args.samples_per_query if learned else 0, progress=not args.quiet)
     if learned:
         selection = nested_learned_fusion(swept.samples, base, features=args.fusion_features)
-        for fold, fit in selection["folds"].items():
-            print(f"fold {fold}: learned fusion fitted on folds {fit['fitted_on_folds']} ({fit['voxels']} voxels)")
-        coefficients = selection["best_overall"]["config"]["coefficients"]
-        print("fitted on every fold: intercept {:+.3f}, ".format(coefficients[0]) +
-              ", ".join(f"{name} {c:+.3f}" for name, c in zip(FEATURES, coefficients[1:])))
+        print(_learned_summary(selection))
     else:
         selection = nested_selection(swept.results)
-        for fold, choice in selection["folds"].items():
-            chosen = choice["config"]
-            print(f"fold {fold}: w={chosen['network_weight']:g} sigma={chosen['prior_sigma_mm']:g} mm "
-                  f"support slices {chosen['support_slices']} (other folds {choice['inner_mean_dice']:.2f}) "
-                  f"-> Dice {choice['test_mean_dice']:.2f}")
-        best = selection["best_overall"]
-        print(f"nested cross-validation Dice {selection['nested_mean_dice']:.2f}; best over all folds: "
-              f"w={best['config']['network_weight']:g} sigma={best['config']['prior_sigma_mm']:g} mm "
-              f"{best['config']['support_slices']} ({best['mean_dice']:.2f}, not a test score)")
+        print(_average_summary(selection))
     record = {"model": args.model, "checkpoint": args.checkpoint, "protocol": config.to_dict(),
               "registration": asdict(registration.config), "selection": selection, "provenance": provenance()}
     record |= {"samples_per_query": args.samples_per_query} if learned else {"grid": asdict(grid)}
