@@ -8,7 +8,10 @@
 # one model per fold on the other folds' volumes; in setting 2 one model per fold and test group,
 # trained without any slice of that group. A supervised preset (data.supervision: supervised, e.g.
 # APSCL) trains on the manual labels of the other classes: one model per fold and test group in
-# both settings (CMR, which has no groups: one per class), so no test class is ever a training label. Runs live in runs/ (not committed) and resume where
+# both settings (CMR, which has no groups: one per class), so no test class is ever a training label;
+# `--set data.supervision=self` trains such a model on superpixels instead, e.g.
+#   TAG=superpixels bash scripts/cpu_tables.sh apscl CHAOST2 1 0 --set data.supervision=self
+# Runs live in runs/ (not committed) and resume where
 # they stopped; finished runs are reused. The evaluation sweeps every support volume of each fold
 # and writes results/MODEL_cpu/DATASET-settingS/results.json, then results/README.md is regenerated.
 # Experiments: TAG=name with extra --set overrides writes runs/ and results/MODEL_cpu-TAG/ instead, e.g.
@@ -38,8 +41,10 @@ train() {  # run_dir, extra overrides...
   .venv/bin/medfss train "${common[@]}" "$@" --run-dir "$dir" --resume auto
 }
 
+supervision=$(sed -n 's/^ *supervision: *\([a-z]*\).*/\1/p' "$preset")  # --set data.supervision=... wins
+for arg in "$@"; do case $arg in data.supervision=*) supervision=${arg#data.supervision=} ;; esac; done
 supervised= kind=self-supervised
-grep -q "supervision: supervised" "$preset" && supervised=1 kind=supervised
+[ "$supervision" = supervised ] && supervised=1 kind=supervised
 case $dataset in
   CMR) groups=("LV-BP:[LV-BP]" "LV-MYO:[LV-MYO]" "RV:[RV]") ;;
   *) groups=("upper:[liver, spleen]" "lower:[left_kidney, right_kidney]") ;;
