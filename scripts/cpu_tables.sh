@@ -6,11 +6,11 @@
 #
 # Self-supervised training (superpixel pseudolabels, no manual labels) with configs/MODEL_cpu.yaml,
 # one model per fold on the other folds' volumes; in setting 2 one model per fold and test group,
-# trained without any slice of that group. A supervised preset (data.supervision: supervised, e.g.
-# APSCL) trains on the manual labels of the other classes: one model per fold and test group in
-# both settings (CMR, which has no groups: one per class), so no test class is ever a training label;
-# `--set data.supervision=self` trains such a model on superpixels instead, e.g.
-#   TAG=superpixels bash scripts/cpu_tables.sh apscl CHAOST2 1 0 --set data.supervision=self
+# trained without any slice of that group. Supervised training (data.supervision: supervised in the
+# preset or in a --set, e.g. APSCL as its paper trains it) uses the manual labels of the other classes:
+# one model per fold and test group in both settings (CMR, which has no groups: one per class), so no
+# test class is ever a training label, e.g.
+#   TAG=supervised bash scripts/cpu_tables.sh apscl CHAOST2 1 0 --set data.supervision=supervised
 # Runs live in runs/ (not committed) and resume where
 # they stopped; finished runs are reused. The evaluation sweeps every support volume of each fold
 # and writes results/MODEL_cpu/DATASET-settingS/results.json, then results/README.md is regenerated.
