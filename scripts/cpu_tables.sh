@@ -24,6 +24,9 @@
 # PARTIAL=1 trains nothing and evaluates a snapshot of each run's last training checkpoint (a run cut
 # short by the time it had), into results/MODEL_cpu[-TAG]-partial/ labelled with the steps done;
 # SUPPORTS=0 narrows the support sweep; GROUP also narrows the evaluated classes to that group's.
+# INNER=1 is the inner validation split on which settings are chosen, never on a test fold: fold F's
+# model trains without fold F and without the next fold V (data.validation_fold), in runs/.../inner-valV
+# ({group}-inner-valV), and the evaluation scores fold V with it, into results/MODEL_cpu[-TAG]-inner/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 dataset=$2 setting=$3 folds=$4
@@ -86,13 +89,24 @@ print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['global_st
   exit 0
 fi
 
+run=fold inner=() scored=$folds out=results/$name/${dataset}-setting${setting} what=
+if [ -n "${INNER:-}" ]; then
+  n_folds=$(.venv/bin/python -c "from medfss.data.datasets import Dataset
+print(Dataset.from_name('$dataset').spec.n_folds)")
+  run=inner-val scored= out=results/$name-inner/${dataset}-setting${setting} what=", inner validation"
+fi
 for fold in ${folds//,/ }; do
+  dir=fold$fold
+  if [ -n "${INNER:-}" ]; then
+    validation=$(( (fold + 1) % n_folds ))
+    dir=inner-val$validation inner=(--set "data.validation_fold=$validation") scored=${scored:+$scored,}$validation
+  fi
   if [ -z "$per_group" ]; then
-    train "$runs/fold$fold" --set "data.fold=$fold"
+    train "$runs/$dir" --set "data.fold=$fold" "${inner[@]}"
   else
     for group in "${groups[@]}"; do
       [ -n "${GROUP:-}" ] && [ "${group%%:*}" != "$GROUP" ] && continue
-      train "$runs/${group%%:*}-fold$fold" --set "data.fold=$fold" --set "data.setting=$setting" \
+      train "$runs/${group%%:*}-$dir" --set "data.fold=$fold" "${inner[@]}" --set "data.setting=$setting" \
         --set "data.test_classes=${group#*:}"
     done
   fi
@@ -100,9 +114,9 @@ done
 
 [ -n "${TRAIN_ONLY:-}" ] && exit 0
 
-checkpoint="$runs/fold{fold}/model.pt"
-[ -n "$per_group" ] && checkpoint="$runs/{group}-fold{fold}/model.pt"
+checkpoint="$runs/$run{fold}/model.pt"
+[ -n "$per_group" ] && checkpoint="$runs/{group}-$run{fold}/model.pt"
 .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
-  --setting "$setting" --folds "$folds" --support-index "$supports" --quiet "${classes[@]}" \
-  --label "$model (CPU preset, $kind${TAG:+, $TAG: $*})" --out "results/$name/${dataset}-setting${setting}"
+  --setting "$setting" --folds "$scored" --support-index "$supports" --quiet "${classes[@]}" \
+  --label "$model (CPU preset, $kind$what${TAG:+, $TAG: $*})" --out "$out"
 .venv/bin/medfss report results --out results/README.md

@@ -42,6 +42,9 @@ def test_the_training_fold_warning_is_exact():
     info = {"dataset": "CHAOST2", "fold": 0}
     assert training_fold_warning("model.pt", info, CHAOST2, 0) is None  # fold 0 was held out: never seen
     assert training_fold_warning("model.pt", {"dataset": "SABS", "fold": 0}, CHAOST2, 3) is None  # other data
+    inner = {"dataset": "CHAOST2", "fold": 0, "validation_fold": 1}  # an inner split: folds 0 and 1 held out
+    assert training_fold_warning("model.pt", inner, CHAOST2, 1) is None
+    assert training_fold_warning("model.pt", inner, CHAOST2, 2) is not None
     assert training_fold_warning("model.pt", info, CHAOST2, 2) == (
         "checkpoint model.pt was trained on CHAOST2 with fold 0 held out: on fold 2 it is tested on its own "
         "training volumes (use one checkpoint per fold: '{fold}' in the path)")

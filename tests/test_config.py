@@ -23,6 +23,9 @@ PRESET = Path(__file__).resolve().parents[1] / "configs" / "alpnet_cpu.yaml"
     ("data.superpixels={min_sise: 800}", r"data.superpixels: unknown field\(s\) min_sise"),
     ("data.superpixels={min_size: 0}", r"data.superpixels: min_size must be a positive integer"),
     ("data.augment={shear_deg: 95}", r"data.augment: shear_deg must be in \[0, 90\)"),
+    ("data.validation_fold=0", r"data.validation_fold must be >= 0 and not the test fold 0, got 0"),
+    ("data.pseudolabel_scales=[1, 0]", r"data.pseudolabel_scales must be one or more factors > 0"),
+    ("data.pseudolabel_scales=[]", r"data.pseudolabel_scales must be one or more factors > 0"),
 ])
 def test_a_misspelt_or_bad_free_form_value_fails_when_the_config_is_loaded(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -54,6 +54,7 @@ def test_folds_are_consecutive_groups_covering_every_volume(data_root):
     assert folds[0] == ["1", "2", "3", "5"] and folds[4] == ["36", "37", "38", "39"]
     assert sum(folds, []) == dataset.case_ids
     assert set(dataset.train_case_ids(2)) == set(dataset.case_ids) - set(folds[2])
+    assert set(dataset.train_case_ids(2, validation_fold=3)) == set(dataset.case_ids) - set(folds[2] + folds[3])
     with pytest.raises(ConfigError, match="fold"):
         dataset.fold_case_ids(5)
 

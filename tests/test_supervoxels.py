@@ -10,8 +10,8 @@ import torch
 from scipy import ndimage as ndi
 
 from medfss.data.datasets import Volume
-from medfss.data.samplers import SupervoxelSampler
-from medfss.data.superpixels import merge_small_regions, superpixels_for_volume, superpixels_for_volumes
+from medfss.data.samplers import MixtureSampler, SupervoxelSampler
+from medfss.data.superpixels import SuperpixelConfig, merge_small_regions, superpixels_for_volume, superpixels_for_volumes
 from medfss.data.supervoxels import SupervoxelConfig, compute_supervoxels
 from medfss.data.transforms import AugmentConfig
 
@@ -113,3 +113,36 @@ def test_sampler_keeps_supervoxels_of_two_slices_or_more_and_excludes_classes(vo
     assert all(not set(slices.tolist()) & organ_slices for _, _, slices in excluded._pseudolabels)
     with pytest.raises(ValueError, match="two training slices"):
         SupervoxelSampler(volumes, supervoxels, image_size=48, min_mask_area=0.9)
+
+
+def test_scaled_settings_give_larger_pseudolabels_and_factor_one_keeps_the_cache(volumes_and_supervoxels):
+    assert SupervoxelConfig().scaled(4) == SupervoxelConfig(min_size=20000, segments=50)
+    assert SuperpixelConfig().scaled(2) == SuperpixelConfig(min_size=800, scale=10.0)
+    assert SupervoxelConfig().scaled(1).key == SupervoxelConfig().key
+    assert SuperpixelConfig(scale=5).scaled(1.0).key == SuperpixelConfig(scale=5).key
+    (volume, _), (fine, _) = volumes_and_supervoxels
+    coarse = compute_supervoxels(volume.image, volume.spacing, PARAMS.scaled(3))
+    sizes = [np.bincount(labels[labels > 0])[1:] for labels in (fine, coarse)]
+    assert len(sizes[1][sizes[1] > 0]) < len(sizes[0][sizes[0] > 0])
+    assert sizes[1][sizes[1] > 0].min() >= PARAMS.scaled(3).min_size_for(SHAPE)
+
+
+def test_mixture_draws_each_sampler_about_equally_and_reproducibly(volumes_and_supervoxels):
+    volumes, supervoxels = volumes_and_supervoxels
+    coarse = [compute_supervoxels(v.image, v.spacing, PARAMS.scaled(3)) for v in volumes]
+    samplers = [SupervoxelSampler(volumes, maps, image_size=48, min_mask_area=0.01,
+                                  augment=AugmentConfig(elastic=False)) for maps in (supervoxels, coarse)]
+    mixture = MixtureSampler(samplers)
+    assert mixture.slice_orientation == samplers[0].slice_orientation
+    drawn = []  # which sampler each episode came from: replay the mixture's draw of the sampler
+    rng, replay = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(200):
+        mixture.sample(rng)
+        chosen = int(replay.integers(2))
+        samplers[chosen].sample(replay)
+        drawn.append(chosen)
+    assert 70 <= sum(drawn) <= 130  # binomial(200, 1/2): 5 sigma either side of 100
+    again = MixtureSampler(samplers).sample(np.random.default_rng(9))
+    assert torch.equal(again.query_masks, mixture.sample(np.random.default_rng(9)).query_masks)
+    with pytest.raises(ValueError, match="at least one"):
+        MixtureSampler([])

@@ -262,7 +262,7 @@ def load_predictor(path: str | os.PathLike, *, device: str | torch.device = "aut
     :class:`ConfigError` otherwise). The description holds the checkpoint,
     model name and options, image size, the training voxel order
     (``slice_orientation``), the device, and the training data set and its
-    held-out ``fold``.
+    held-out ``fold`` (and ``validation_fold``, None unless an inner split).
     """
     torch_device = resolve_device(device)
     data = read_checkpoint(path)
@@ -274,7 +274,8 @@ def load_predictor(path: str | os.PathLike, *, device: str | torch.device = "aut
     return predictor, {"checkpoint": str(path), "name": config.model.name,
                        "options": dict(config.model.options), "image_size": config.data.image_size,
                        "slice_orientation": data.get("slice_orientation"), "device": str(torch_device),
-                       "dataset": config.data.dataset, "fold": config.data.fold}
+                       "dataset": config.data.dataset, "fold": config.data.fold,
+                       "validation_fold": config.data.validation_fold}
 
 
 # --- the training record ---------------------------------------------------------------------

@@ -53,6 +53,9 @@ class DataConfig:
     dataset: str = "CHAOST2"  # a registered data set or the folder of an nnU-Net raw data set
     data_root: str | None = None  # None: $MEDFSS_DATA_ROOT, else ../shared/data
     fold: int = 0  # its volumes are held out of training
+    # an inner validation split: this fold's volumes leave training too, so that settings are chosen by
+    # scoring them, never the test fold (scripts/cpu_tables.sh INNER=1)
+    validation_fold: int | None = None
     setting: Literal[1, 2] = 1
     test_classes: tuple[str, ...] = ()
     image_size: int = 256  # episodes are resized to image_size x image_size
@@ -60,11 +63,17 @@ class DataConfig:
     # self: 2D superpixels (SSL-ALPNet); supervoxels: 3D supervoxels (ADNet); supervised: manual labels
     supervision: Literal["self", "supervoxels", "supervised"] = "self"
     superpixels: dict[str, Any] = field(default_factory=dict)  # SuperpixelConfig (SupervoxelConfig) fields
+    # pseudolabels at several sizes: one map per factor (SuperpixelConfig.scaled), each episode's drawn uniformly
+    pseudolabel_scales: tuple[float, ...] = (1.0,)
     augment: dict[str, Any] | None = None  # AugmentConfig fields to change; None: the sampler's default
     cache_dir: str | None = None  # superpixel cache; None: <run_dir>/superpixels
 
     def __post_init__(self):
         require(self.fold >= 0, "data.fold", f"must be >= 0, got {self.fold}")
+        require(self.validation_fold is None or (self.validation_fold >= 0 and self.validation_fold != self.fold),
+                "data.validation_fold", f"must be >= 0 and not the test fold {self.fold}, got {self.validation_fold}")
+        require(len(self.pseudolabel_scales) >= 1 and all(s > 0 for s in self.pseudolabel_scales),
+                "data.pseudolabel_scales", f"must be one or more factors > 0, got {list(self.pseudolabel_scales)}")
         require(self.image_size >= 8, "data.image_size", f"must be >= 8 px, got {self.image_size}")
         require(self.shots >= 1, "data.shots", f"must be >= 1, got {self.shots}")
         require(self.setting == 1 or self.test_classes, "data.test_classes",

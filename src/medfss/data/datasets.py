@@ -240,10 +240,12 @@ class Dataset:
             raise ConfigError(f"fold must be in 0..{n - 1}, got {fold}")
         return [str(c) for c in np.array_split(np.array(self.case_ids, dtype=object), n)[fold]]
 
-    def train_case_ids(self, fold: int) -> list[str]:
-        """Training volumes of ``fold``: every volume outside its test group."""
-        test = set(self.fold_case_ids(fold))
-        return [c for c in self.case_ids if c not in test]
+    def train_case_ids(self, fold: int, validation_fold: int | None = None) -> list[str]:
+        """Training volumes of ``fold``: every volume outside its test group (and ``validation_fold``'s)."""
+        held_out = set(self.fold_case_ids(fold))
+        if validation_fold is not None:
+            held_out |= set(self.fold_case_ids(validation_fold))
+        return [c for c in self.case_ids if c not in held_out]
 
     def load(self, case_id: str) -> Volume:
         files = {c.case_id: c for c in self.cases}.get(case_id)

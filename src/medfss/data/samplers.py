@@ -313,6 +313,26 @@ class SupervisedSampler:
         return _episode(support, query, int(c))
 
 
+class MixtureSampler:
+    """Episodes drawn from several samplers, one chosen uniformly per episode.
+
+    Used for pseudolabels at several sizes (``data.pseudolabel_scales``): one
+    supervoxel size fits organs of one size (results/adnet_cpu-supervoxels-20000),
+    and drawing the size first keeps the many small pseudolabels of the finer
+    map from outnumbering the coarse ones. The samplers cut the same volumes,
+    so the first one's ``slice_orientation`` is theirs.
+    """
+
+    def __init__(self, samplers: Sequence[EpisodeSampler]):
+        if not samplers:
+            raise ValueError("a mixture needs at least one sampler")
+        self.samplers = tuple(samplers)
+        self.slice_orientation = getattr(samplers[0], "slice_orientation", None)
+
+    def sample(self, rng: np.random.Generator) -> Episode:
+        return self.samplers[rng.integers(len(self.samplers))].sample(rng)
+
+
 class EpisodeSampler(Protocol):
     """What :class:`EpisodeStream` needs: one episode from a generator.
 

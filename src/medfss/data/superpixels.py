@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -86,6 +86,12 @@ class SuperpixelConfig:
     def key(self) -> str:
         """A short hash that is stable across runs and machines (unlike ``hash()``)."""
         return hashlib.sha1(self.to_json().encode()).hexdigest()[:10]
+
+    def scaled(self, factor: float) -> SuperpixelConfig:
+        """Settings for superpixels about ``factor`` times larger: ``min_size`` and Felzenszwalb's k times it."""
+        if factor == 1:
+            return self  # the same cache key, whatever number types the settings were given in
+        return replace(self, min_size=max(1, round(self.min_size * factor)), scale=self.scale * factor)
 
     def min_size_for(self, shape: tuple[int, int]) -> int:
         """``min_size`` for a slice of ``shape``: proportional to its pixel count."""

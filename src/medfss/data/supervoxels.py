@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -73,6 +73,13 @@ class SupervoxelConfig:
     def key(self) -> str:
         """A short hash, stable across runs and machines."""
         return hashlib.sha1(self.to_json().encode()).hexdigest()[:10]
+
+    def scaled(self, factor: float) -> SupervoxelConfig:
+        """Settings for supervoxels about ``factor`` times larger: ``min_size`` times it, ``segments`` divided."""
+        if factor == 1:
+            return self  # the same cache key, whatever number types the settings were given in
+        return replace(self, min_size=max(1, round(self.min_size * factor)),
+                       segments=max(1, round(self.segments / factor)))
 
     def min_size_for(self, shape: tuple[int, int, int]) -> int:
         """``min_size`` for a volume of ``shape``: proportional to its in-plane pixel count."""

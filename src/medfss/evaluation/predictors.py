@@ -45,7 +45,8 @@ def checkpoint_path(checkpoint: str | os.PathLike, fold: int, group: str = "") -
 
 def training_fold_warning(path: str, info: dict, spec: DatasetSpec | None, fold: int) -> str | None:
     """A warning when the model of ``path`` (``info``: its load_predictor description) trained on ``fold``'s volumes."""
-    if spec is None or info.get("dataset") not in (spec.name, spec.folder) or info.get("fold") == fold:
+    held_out = (info.get("fold"), info.get("validation_fold"))
+    if spec is None or info.get("dataset") not in (spec.name, spec.folder) or fold in held_out:
         return None
     return (f"checkpoint {path} was trained on {spec.name} with fold {info['fold']} held out: on fold {fold} it "
             "is tested on its own training volumes (use one checkpoint per fold: '{fold}' in the path)")

@@ -24,13 +24,14 @@ def build_episode_sampler(config: TrainConfig, run_dir: str | Path) -> EpisodeSa
 
     Self-supervised: superpixel (or, with ``supervision: supervoxels``,
     supervoxel) pseudolabels (cached under ``data.cache_dir``, default
-    ``<run_dir>/superpixels``); setting 2 drops the slices of the test
-    classes' groups. Supervised: the manual labels of every class but the test
+    ``<run_dir>/superpixels``), at each size of ``data.pseudolabel_scales``
+    (episodes drawn from the sizes uniformly); setting 2 drops the slices of
+    the test classes' groups. Supervised: the manual labels of every class but the test
     classes. ``data.augment`` changes the query transforms from SSL-ALPNet's.
     """
     # imported here, not at the top: they pull in MONAI and scikit-image
-    from medfss.data.samplers import (SelfSupervisedSampler, SupervisedSampler, SupervoxelSampler,
-                                      setting2_excluded_classes)
+    from medfss.data.samplers import (MixtureSampler, SelfSupervisedSampler, SupervisedSampler,
+                                      SupervoxelSampler, setting2_excluded_classes)
     from medfss.data.superpixels import SuperpixelConfig, superpixels_for_volumes
     from medfss.data.supervoxels import SupervoxelConfig
     from medfss.data.transforms import AugmentConfig
@@ -40,7 +41,7 @@ def build_episode_sampler(config: TrainConfig, run_dir: str | Path) -> EpisodeSa
     for name in data.test_classes:
         dataset.spec.class_index(name)  # a misspelt class fails here, before any loading
     augment = sub_config(AugmentConfig, data.augment, "data.augment") if data.augment is not None else None
-    volumes = [dataset.load(case_id) for case_id in dataset.train_case_ids(data.fold)]
+    volumes = [dataset.load(case_id) for case_id in dataset.train_case_ids(data.fold, data.validation_fold)]
     try:
         if data.supervision == "supervised":
             return SupervisedSampler(volumes, dataset.spec, test_classes=data.test_classes, setting=data.setting,
@@ -49,11 +50,14 @@ def build_episode_sampler(config: TrainConfig, run_dir: str | Path) -> EpisodeSa
         params = sub_config(SupervoxelConfig if supervoxels else SuperpixelConfig, data.superpixels,
                             "data.superpixels")
         cache_dir = Path(data.cache_dir) if data.cache_dir is not None else Path(run_dir) / "superpixels"
-        pseudolabels = superpixels_for_volumes(volumes, params, cache_dir, dataset=dataset.spec.name)
         exclude = setting2_excluded_classes(dataset.spec, data.test_classes) if data.setting == 2 else ()
         sampler = SupervoxelSampler if supervoxels else SelfSupervisedSampler
-        return sampler(volumes, pseudolabels, image_size=data.image_size, shots=data.shots,
-                       exclude_classes=exclude, **({"augment": augment} if augment else {}))
+        samplers = [sampler(volumes, superpixels_for_volumes(volumes, params.scaled(factor), cache_dir,
+                                                             dataset=dataset.spec.name),
+                            image_size=data.image_size, shots=data.shots, exclude_classes=exclude,
+                            **({"augment": augment} if augment else {}))
+                    for factor in data.pseudolabel_scales]
+        return samplers[0] if len(samplers) == 1 else MixtureSampler(samplers)
     except ValueError as exc:
         raise ConfigError(f"data: {exc}") from None
 
