@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from medfss.data.datasets import get_dataset_spec
 from medfss.data.io import write_text_atomic
 from medfss.evaluation.report import restricted_mean_dice
 from medfss.provenance import provenance
@@ -32,7 +33,7 @@ def main(argv: list[str]) -> int:
     if len(set(validation_folds)) != 1:
         print(f"medfss: the candidates scored different folds: {validation_folds}", file=sys.stderr)
         return 2
-    n_folds = len(validation_folds[0])
+    n_folds = get_dataset_spec(next(iter(results.values()))["protocol"]["dataset"]).n_folds
     choices = {}
     for validation in validation_folds[0]:
         test = (validation - 1) % n_folds

@@ -1,0 +1,44 @@
+"""scripts/choose_on_inner.py: each test fold's choice is the candidate best on its validation fold."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from conftest import REPO_ROOT
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("choose_on_inner", REPO_ROOT / "scripts" / "choose_on_inner.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def inner_results(folder, dice_by_fold: dict[int, float]):
+    """A results.json whose runs on fold f all score ``dice_by_fold[f]`` (two supports, one class)."""
+    runs = [{"fold": f, "support_index": s, "dice": d} for f, d in dice_by_fold.items() for s in (0, 1)]
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({
+        "protocol": {"dataset": "CHAOST2", "folds": list(dice_by_fold)}, "classes": {"liver": {"runs": runs}}}))
+    return folder
+
+
+def test_each_test_fold_takes_the_best_candidate_on_the_next_fold(tmp_path, capsys):
+    a = inner_results(tmp_path / "a", {1: 50.0, 2: 60.0, 0: 40.0})
+    b = inner_results(tmp_path / "b", {1: 55.0, 2: 60.0, 0: 30.0})
+    out = tmp_path / "choice.json"
+    assert load_script().main(["choose_on_inner.py", str(out), f"one={a}", f"two={b}"]) == 0
+    folds = json.loads(out.read_text())["folds"]
+    # CHAOST2's 5 folds: test fold 0 is validated on 1, 1 on 2 (a tie: the first named), 4 on 0
+    assert {test: (f["validation_fold"], f["choice"]) for test, f in folds.items()} == {
+        "0": (1, "two"), "1": (2, "one"), "4": (0, "one")}
+    assert folds["0"]["inner_mean_dice"] == {"one": 50.0, "two": 55.0}
+    assert "test fold 0: validation fold 1: one 50.00, two 55.00 -> two" in capsys.readouterr().out
+
+
+def test_candidates_scored_on_different_folds_are_refused(tmp_path, capsys):
+    a = inner_results(tmp_path / "a", {1: 50.0, 0: 40.0})
+    b = inner_results(tmp_path / "b", {1: 55.0})
+    assert load_script().main(["choose_on_inner.py", str(tmp_path / "c.json"), f"one={a}", f"two={b}"]) == 2
+    assert "scored different folds" in capsys.readouterr().err and not (tmp_path / "c.json").exists()
