@@ -48,6 +48,25 @@ def make_phantom(shape=(64, 64, 24), seed=0, spacing=(1.25, 1.25, 7.7)):
     return image, label, affine
 
 
+def write_nnunet_phantoms(root: Path, n_cases: int, shape=(32, 32, 8), spacing=(1.25, 1.25, 7.7),
+                          modality: str = "CT") -> Path:
+    """An nnU-Net raw data set at ``root`` of ``n_cases`` phantoms (classes organ = 1, tumour = 2)."""
+    import json
+
+    from medfss.data.io import write_nifti_atomic
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": modality}, "labels": {"background": 0, "organ": 1, "tumour": 2},
+        "numTraining": n_cases, "file_ending": ".nii.gz"}))
+    for i in range(n_cases):
+        image, label, affine = make_phantom(shape=shape, seed=i, spacing=spacing)
+        write_nifti_atomic(image, affine, root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
+        write_nifti_atomic(label.astype(np.uint8), affine, root / "labelsTr" / f"case_{i:03d}.nii.gz")
+    return root
+
+
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     """An exported model file as ``export_model`` writes it: an untrained ALPNet at 32 px.

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from medfss.data.datasets import REGISTRY, Dataset, get_dataset_spec, map_labels
-from medfss.data.io import write_nifti_atomic
 from medfss.errors import ConfigError, LabelMapError
 
-from conftest import make_phantom
+from conftest import write_nnunet_phantoms
 
 CHAOST2_IDS = ["1", "2", "3", "5", "8", "10", "13", "15", "19", "20", "21", "22",
                "31", "32", "33", "34", "36", "37", "38", "39"]
@@ -83,16 +80,7 @@ def test_unknown_dataset_lists_the_valid_names():
 
 
 def test_nnunet_raw_layout_is_read_without_conversion(tmp_path):
-    root = tmp_path / "Dataset042_Phantom"
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1, "tumour": 2},
-        "numTraining": 3, "file_ending": ".nii.gz"}))
-    for i in range(3):
-        image, label, affine = make_phantom(shape=(32, 32, 8), seed=i)
-        write_nifti_atomic(image, affine, root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
-        write_nifti_atomic(label.astype(np.uint8), affine, root / "labelsTr" / f"case_{i:03d}.nii.gz")
+    root = write_nnunet_phantoms(tmp_path / "Dataset042_Phantom", n_cases=3)
     dataset = Dataset.from_name(str(root))
     assert dataset.spec.modality == "CT"
     assert dataset.spec.classes == {1: "organ", 2: "tumour"}

@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
-
 from medfss.config import load_config
-from medfss.data.io import write_nifti_atomic
 from medfss.data.samplers import MixtureSampler, SupervoxelSampler
 from medfss.data.supervoxels import SupervoxelConfig
 from medfss.training.factory import build_episode_sampler
 
-from conftest import REPO_ROOT, make_phantom
-
-
-def phantom_dataset(root, n_cases=5):
-    """An nnU-Net raw data set of ``n_cases`` phantoms: 5 folds of one volume each."""
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "MRI"}, "labels": {"background": 0, "organ": 1, "tumour": 2},
-        "numTraining": n_cases, "file_ending": ".nii.gz"}))
-    for i in range(n_cases):
-        image, label, affine = make_phantom(shape=(48, 48, 16), seed=i, spacing=(1.25, 1.25, 3.0))
-        write_nifti_atomic(image, affine, root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
-        write_nifti_atomic(label.astype(np.uint8), affine, root / "labelsTr" / f"case_{i:03d}.nii.gz")
-    return root
+from conftest import REPO_ROOT, write_nnunet_phantoms
 
 
 def test_validation_fold_leaves_training_and_scales_make_a_mixture(tmp_path):
-    root = phantom_dataset(tmp_path / "Dataset042_Phantom")
+    root = write_nnunet_phantoms(tmp_path / "Dataset042_Phantom", n_cases=5, shape=(48, 48, 16),
+                                 spacing=(1.25, 1.25, 3.0), modality="MRI")  # 5 folds of one volume
     config = load_config(REPO_ROOT / "configs" / "adnet_cpu.yaml", [
         f"data.dataset={root}", "data.image_size=48", "data.fold=0", "data.validation_fold=1",
         "data.pseudolabel_scales=[1, 3]", f"data.cache_dir={tmp_path / 'cache'}"])
