@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# A model's CPU preset or one variant of it, chosen per test fold on CHAOST2's inner validation split of
+# setting 1, then scored on the test folds (issue 16). No test fold takes part in its own choice.
+# For the self-supervised presets (one model per fold in setting 1, per fold and test group in setting 2).
+#
+#   bash scripts/inner_choice.sh MODEL TAG --set KEY=VALUE [--set ...]
+#   e.g. bash scripts/inner_choice.sh adnet scales-1-4 --set 'data.pseudolabel_scales=[1, 4]'
+#        bash scripts/inner_choice.sh apscl no-mgd --set model.options.mgd=false
+#
+# 1. both candidates' inner models and scores (INNER=1 scripts/cpu_tables.sh): fold F's model trains
+#    without folds F and F + 1 and is scored on F + 1, into results/MODEL_cpu-inner/ and
+#    results/MODEL_cpu-TAG-inner/;
+# 2. per test fold, the candidate best on its validation fold (scripts/choose_on_inner.py), written to
+#    results/MODEL_cpu-TAG-inner/CHAOST2-setting1/choice.json (recomputed only when an inner score is newer);
+# 3. the chosen candidate's model of each fold (trained on all of the fold's training volumes; finished
+#    models are reused) is linked into runs/MODEL_cpu-inner-choice/ and the five are scored on their
+#    test folds into results/MODEL_cpu-inner-choice/CHAOST2-settingS/, in setting 1 and, with the same
+#    choice per fold (made in setting 1), in the other settings of SETTINGS ("1 2" by default).
+# Inner and final results already in results/ are reused (delete them to score again); trained models are
+# reused as everywhere, so the candidates can be trained side by side first
+# (INNER=1 TRAIN_ONLY=1 OMP_NUM_THREADS=1 bash scripts/cpu_tables.sh ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 3 ]; then sed -n 6,8p "$0" >&2; exit 2; fi
+model=$1 tag=$2
+shift 2
+folds=0,1,2,3,4
+preset=${model}_cpu candidate=${model}_cpu-$tag
+inner=results/$preset-inner/CHAOST2-setting1 inner_candidate=results/$candidate-inner/CHAOST2-setting1
+[ -f "$inner/results.json" ] || INNER=1 bash scripts/cpu_tables.sh "$model" CHAOST2 1 $folds
+[ -f "$inner_candidate/results.json" ] || INNER=1 TAG=$tag bash scripts/cpu_tables.sh "$model" CHAOST2 1 $folds "$@"
+choice=$inner_candidate/choice.json
+if [ ! "$choice" -nt "$inner/results.json" ] || [ ! "$choice" -nt "$inner_candidate/results.json" ]; then
+  .venv/bin/python scripts/choose_on_inner.py "$choice" "$preset=$inner" "$candidate=$inner_candidate"
+fi
+for setting in ${SETTINGS:-1 2}; do
+  linked=runs/${model}_cpu-inner-choice/CHAOST2-setting$setting out=results/${model}_cpu-inner-choice/CHAOST2-setting$setting
+  mkdir -p "$linked"
+  for fold in ${folds//,/ }; do
+    chosen=$(.venv/bin/python -c "import json, sys
+print(json.load(open(sys.argv[1]))['folds'][sys.argv[2]]['choice'])" "$choice" "$fold")
+    if [ "$chosen" = "$preset" ]; then
+      TRAIN_ONLY=1 bash scripts/cpu_tables.sh "$model" CHAOST2 "$setting" "$fold"
+    else
+      TRAIN_ONLY=1 TAG=$tag bash scripts/cpu_tables.sh "$model" CHAOST2 "$setting" "$fold" "$@"
+    fi
+    runs=(fold$fold)
+    [ "$setting" = 2 ] && runs=(upper-fold$fold lower-fold$fold)
+    for run in "${runs[@]}"; do ln -sfn "../../$chosen/CHAOST2-setting$setting/$run" "$linked/$run"; done
+  done
+  checkpoint="$linked/fold{fold}/model.pt"
+  [ "$setting" = 2 ] && checkpoint="$linked/{group}-fold{fold}/model.pt"
+  [ -f "$out/results.json" ] || .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" \
+    --dataset CHAOST2 --setting "$setting" --folds $folds --support-index 0,1,2,3 --quiet \
+    --label "$model (CPU preset, self-supervised), the preset or $tag ($*) chosen per fold on the inner split ($choice)" \
+    --out "$out"
+done
+.venv/bin/medfss report results --out results/README.md
