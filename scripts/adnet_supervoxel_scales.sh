@@ -3,8 +3,9 @@
 # (issue 16): one size (the preset's 5000 voxels) or two mixed (5000 and 20000 voxels, segments 200
 # and 50: data.pseudolabel_scales=[1, 4]), then scored on the test folds of settings 1 and 2 with the
 # same choice per fold (the sizes are a property of the supervoxels, not of the slices a setting drops).
-# The steps and where they write: scripts/inner_choice.sh.
+# The steps and where they write: scripts/inner_choice.sh (the chosen models' scores under the name
+# they were first committed with, results/adnet_cpu-inner-choice).
 #
 #   bash scripts/adnet_supervoxel_scales.sh
 set -euo pipefail
-exec bash "$(dirname "$0")/inner_choice.sh" adnet scales-1-4 --set 'data.pseudolabel_scales=[1, 4]'
+NAME=adnet_cpu-inner-choice exec bash "$(dirname "$0")/inner_choice.sh" adnet scales-1-4 --set 'data.pseudolabel_scales=[1, 4]'

@@ -13,9 +13,9 @@
 # 2. per test fold, the candidate best on its validation fold (scripts/choose_on_inner.py), written to
 #    results/MODEL_cpu-TAG-inner/CHAOST2-setting1/choice.json (recomputed only when an inner score is newer);
 # 3. the chosen candidate's model of each fold (trained on all of the fold's training volumes; finished
-#    models are reused) is linked into runs/MODEL_cpu-inner-choice/ and the five are scored on their
-#    test folds into results/MODEL_cpu-inner-choice/CHAOST2-settingS/, in setting 1 and, with the same
-#    choice per fold (made in setting 1), in the other settings of SETTINGS ("1 2" by default).
+#    models are reused) is linked into runs/NAME/ and the five are scored on their test folds into
+#    results/NAME/CHAOST2-settingS/ (NAME: MODEL_cpu-TAG-choice unless set), in setting 1 and, with the
+#    same choice per fold (made in setting 1), in the other settings of SETTINGS ("1 2" by default).
 # Inner and final results already in results/ are reused (delete them to score again); trained models are
 # reused as everywhere, so the candidates can be trained side by side first
 # (INNER=1 TRAIN_ONLY=1 OMP_NUM_THREADS=1 bash scripts/cpu_tables.sh ...).
@@ -29,12 +29,12 @@ preset=${model}_cpu candidate=${model}_cpu-$tag
 inner=results/$preset-inner/CHAOST2-setting1 inner_candidate=results/$candidate-inner/CHAOST2-setting1
 [ -f "$inner/results.json" ] || INNER=1 bash scripts/cpu_tables.sh "$model" CHAOST2 1 $folds
 [ -f "$inner_candidate/results.json" ] || INNER=1 TAG=$tag bash scripts/cpu_tables.sh "$model" CHAOST2 1 $folds "$@"
-choice=$inner_candidate/choice.json
+choice=$inner_candidate/choice.json name=${NAME:-$candidate-choice}
 if [ ! "$choice" -nt "$inner/results.json" ] || [ ! "$choice" -nt "$inner_candidate/results.json" ]; then
   .venv/bin/python scripts/choose_on_inner.py "$choice" "$preset=$inner" "$candidate=$inner_candidate"
 fi
 for setting in ${SETTINGS:-1 2}; do
-  linked=runs/${model}_cpu-inner-choice/CHAOST2-setting$setting out=results/${model}_cpu-inner-choice/CHAOST2-setting$setting
+  linked=runs/$name/CHAOST2-setting$setting out=results/$name/CHAOST2-setting$setting
   mkdir -p "$linked"
   for fold in ${folds//,/ }; do
     chosen=$(.venv/bin/python -c "import json, sys
