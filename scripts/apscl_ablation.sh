@@ -8,8 +8,9 @@
 #
 # A set names the components that are on (none, fem, scl, mgd, fem-scl, fem-mgd, scl-mgd, all);
 # results go to results/apscl_cpu-ablation-SET[-seedN]/ (seed 0 keeps no suffix, as for LMS-Net's
-# ablations); "all" with seed 0 is the preset itself, retrained under the tag so that the table is
-# complete on its own. Arguments after the sets go to cpu_tables.sh; TRAIN_ONLY=1 and GROUP=upper|lower
+# ablations); "all" with seed 0 is the preset itself: its fold-0 model (runs/apscl_cpu) is linked under
+# the tag when it exists (the same configuration and seed), trained there otherwise, so that the table
+# is complete on its own. Arguments after the sets go to cpu_tables.sh; TRAIN_ONLY=1 and GROUP=upper|lower
 # in the environment work as there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,10 @@ for seed in ${seeds//,/ }; do
     done
     suffix=
     [ "$seed" = 0 ] || { overrides+=(--set "runtime.seed=$seed"); suffix=-seed$seed; }
+    preset_run=runs/apscl_cpu/CHAOST2-setting1/fold0 tagged=runs/apscl_cpu-ablation-all/CHAOST2-setting1
+    if [ "$set$suffix" = all ] && [ -f $preset_run/model.pt ] && [ ! -e $tagged/fold0 ]; then
+      mkdir -p $tagged && ln -s ../../apscl_cpu/CHAOST2-setting1/fold0 $tagged/fold0
+    fi
     TAG="ablation-$set$suffix" bash scripts/cpu_tables.sh apscl CHAOST2 1 0 "${overrides[@]}" "$@"
   done
 done
