@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 seeds=${1:-0}
 sets=${2:-"none fem scl mgd fem-scl fem-mgd scl-mgd all"}
 shift $(( $# > 2 ? 2 : $# ))
+preset_run=runs/apscl_cpu/CHAOST2-setting1/fold0 tagged=runs/apscl_cpu-ablation-all/CHAOST2-setting1
 for seed in ${seeds//,/ }; do
   for set in $sets; do
     overrides=()
@@ -27,7 +28,6 @@ for seed in ${seeds//,/ }; do
     done
     suffix=
     [ "$seed" = 0 ] || { overrides+=(--set "runtime.seed=$seed"); suffix=-seed$seed; }
-    preset_run=runs/apscl_cpu/CHAOST2-setting1/fold0 tagged=runs/apscl_cpu-ablation-all/CHAOST2-setting1
     if [ "$set$suffix" = all ] && [ -f $preset_run/model.pt ] && [ ! -e $tagged/fold0 ]; then
       mkdir -p $tagged && ln -s ../../apscl_cpu/CHAOST2-setting1/fold0 $tagged/fold0
     fi
