@@ -12,7 +12,8 @@
 # SELECTION_SUPPORTS narrows the supports the fusion is chosen on (default: SUPPORTS), to save time.
 # FUSION (default learned) is select-guidance's --fusion: the learned fusion fitted per test fold on the other
 # folds, or the average fusion chosen per test fold on the other folds; results go to NAME-learned (learned)
-# or NAME (average), NAME below.
+# or NAME (average), NAME below. PER_CLASS=1 (learned only) adds --per-class: each class also gets its own fit,
+# kept where a cross-validation over the other folds prefers it; results go to NAME-learned-per-class.
 #
 # 1. one model per fold (scripts/cpu_tables.sh, reused when trained) and the registration of every
 #    support onto every query (cached in runs/registration-cache, as scripts/registration_tables.sh);
@@ -22,7 +23,8 @@
 #    with SELECTION (a selection.json made on another data set): nothing is chosen on this one;
 # 3. `medfss evaluate --guidance registration --guidance-selection` scores every fold with its choice
 #    (SELECTION: every fold with that data set's best-overall choice) under both protocols, beside the same models
-#    without guidance (the position rule) and registration alone, on the same folds and supports, into
+#    without guidance (the position rule) and registration alone (these two reused when already scored: delete
+#    them to score again, e.g. on other supports), on the same folds and supports, into
 #    results/guided/{NAME[-learned],NAME-position,registration-syn}/DATASET-setting1[-extent-estimated]/, NAME being
 #    MODEL_cpu[-TAG].
 set -euo pipefail
@@ -31,10 +33,12 @@ model=$1 dataset=$2 folds=$3 supports=$4
 shift 4
 selection=${SELECTION:-}
 fusion=${FUSION:-learned}
+per_class=()
+[ -n "${PER_CLASS:-}" ] && per_class=(--per-class)
 name=${model}_cpu${TAG:+-$TAG}
 recipe="CPU preset${TAG:+, $TAG: $*}"
 runs=runs/$name/${dataset}-setting1
-out=results/guided/$name$([ "$fusion" = learned ] && echo -learned)/${dataset}-setting1
+out=results/guided/$name$([ "$fusion" = learned ] && echo -learned)${PER_CLASS:+-per-class}/${dataset}-setting1
 checkpoint="$runs/fold{fold}/model.pt"
 SUPPORTS=$supports TRAIN_ONLY=1 bash scripts/cpu_tables.sh "$model" "$dataset" 1 "$folds" "$@"
 cache=(--registration-cache runs/registration-cache)
@@ -42,9 +46,9 @@ protocol=(--dataset "$dataset" --folds "$folds" --support-index "$supports" --qu
 if [ -z "$selection" ]; then
   selection=$out/selection.json
   .venv/bin/medfss select-guidance --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
-    --folds "$folds" --support-index "${SELECTION_SUPPORTS:-$supports}" --fusion "$fusion" --quiet "${cache[@]}" \
-    --out "$out"
-  label="$model ($recipe) + registration guidance, $fusion fusion $([ "$fusion" = learned ] && echo fitted || echo chosen) per fold on the other folds"
+    --folds "$folds" --support-index "${SELECTION_SUPPORTS:-$supports}" --fusion "$fusion" "${per_class[@]}" \
+    --quiet "${cache[@]}" --out "$out"
+  label="$model ($recipe) + registration guidance, $fusion fusion $([ "$fusion" = learned ] && echo fitted || echo chosen) per fold${PER_CLASS:+ and class} on the other folds"
 else
   label="$model ($recipe) + registration guidance, fusion of another data set ($selection)"
 fi
@@ -53,9 +57,11 @@ for extent in estimated gt; do
   .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" "${protocol[@]}" --extent "$extent" \
     --guidance registration --guidance-selection "$selection" "${cache[@]}" --label "$label" \
     --out "$out$suffix"
-  .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" "${protocol[@]}" --extent "$extent" \
-    --label "$model ($recipe), same models without guidance" --out "results/guided/$name-position/${dataset}-setting1$suffix"
-  .venv/bin/medfss evaluate --model registration "${cache[@]}" "${protocol[@]}" --extent "$extent" \
-    --label "registration (syn)" --out "results/guided/registration-syn/${dataset}-setting1$suffix"
+  position=results/guided/$name-position/${dataset}-setting1$suffix
+  [ -f "$position/results.json" ] || .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" \
+    "${protocol[@]}" --extent "$extent" --label "$model ($recipe), same models without guidance" --out "$position"
+  registration=results/guided/registration-syn/${dataset}-setting1$suffix
+  [ -f "$registration/results.json" ] || .venv/bin/medfss evaluate --model registration "${cache[@]}" \
+    "${protocol[@]}" --extent "$extent" --label "registration (syn)" --out "$registration"
 done
 .venv/bin/medfss report results --out results/README.md

@@ -113,7 +113,7 @@ def test_nested_learned_fusion_fits_each_fold_on_the_other_folds_only():
     def sample(fold):  # a fold's voxels carry its number, so a fit can say which folds it saw
         return np.full((3, len(FEATURES)), float(fold)), np.array([True, False, True])
 
-    samples = {f: [sample(f)] for f in (0, 1, 2)}
+    samples = {f: {"liver": [sample(f)]} for f in (0, 1, 2)}
     seen = []
 
     def fit(pairs, features):
@@ -126,7 +126,54 @@ def test_nested_learned_fusion_fits_each_fold_on_the_other_folds_only():
     assert {f: s["config"]["coefficients"][0] for f, s in selection["folds"].items()} == {"0": 3, "1": 2, "2": 1}
     assert selection["folds"]["0"]["fitted_on_folds"] == [1, 2] and selection["folds"]["0"]["voxels"] == 6
     assert selection["best_overall"]["config"]["fusion"] == "learned"
-    assert selection["features"] == list(FEATURES)
+    assert selection["features"] == list(FEATURES) and not selection["per_class"]
+    assert "classes" not in selection["folds"]["0"]
+
+
+def class_samples(rng, fold, rules):
+    """A fold's voxels per class; class c's labels follow its own feature (rules[c]), as organs of unlike shape."""
+    samples = {}
+    for class_name, feature in rules.items():
+        features = rng.random((400, len(FEATURES)))
+        samples[class_name] = [(features, features[:, FEATURES.index(feature)] > 0.5)]
+    return samples
+
+
+def test_a_class_keeps_its_own_fit_only_where_held_out_folds_prefer_it():
+    from medfss.registration.selection import nested_learned_fusion
+
+    rng = np.random.default_rng(0)
+    unlike = {"LV-BP": "prior_0mm", "LV-MYO": "signed_distance_cm"}
+    samples = {f: class_samples(rng, f, unlike) for f in range(3)}
+    selection = nested_learned_fusion(samples, GuidanceConfig(), per_class=True)
+    for fit in (*selection["folds"].values(), selection["best_overall"]):
+        for name, feature in unlike.items():
+            entry = fit["classes"][name]
+            assert entry["form"] == "class" and entry["inner_log_loss"]["class"] < entry["inner_log_loss"]["shared"]
+            weights = dict(zip(FEATURES, entry["config"]["coefficients"][1:]))
+            assert max(weights, key=lambda n: abs(weights[n])) == feature  # the class's own rule
+    alike = {f: class_samples(rng, f, {"liver": "prior_0mm", "spleen": "prior_0mm"}) for f in range(3)}
+    selection = nested_learned_fusion(alike, GuidanceConfig(), per_class=True,
+                                      fit=lambda pairs, features: coefficients(0.0, prior_0mm=8.0))
+    assert {e["form"] for e in selection["folds"]["0"]["classes"].values()} == {"shared"}  # ties keep the shared
+
+
+def test_the_per_class_choice_of_a_test_fold_never_sees_that_fold():
+    from medfss.registration.selection import nested_learned_fusion
+
+    rng = np.random.default_rng(1)
+    samples = {f: class_samples(rng, f, {"RV": "prior_0mm", "LV-MYO": "prior_5mm"}) for f in range(4)}
+    for f, pairs in samples.items():  # every voxel carries its fold in a feature no class's rule reads
+        for x, _ in (pair for class_pairs in pairs.values() for pair in class_pairs):
+            x[:, FEATURES.index("appearance_log_ratio")] = f
+    seen = []
+
+    def fit(pairs, features):
+        seen.append({int(x[0, FEATURES.index("appearance_log_ratio")]) for x, _ in pairs})
+        return fit_coefficients(pairs, features)
+
+    nested_learned_fusion({f: samples[f] for f in (1, 2, 3)}, GuidanceConfig(), fit=fit, per_class=True)
+    assert seen and all(0 not in folds for folds in seen)
 
 
 def test_an_ablation_fits_the_named_features_and_leaves_the_others_at_zero():
@@ -156,8 +203,10 @@ def test_select_guidance_prints_each_folds_fit_and_the_coefficients_of_the_fit_o
     from medfss.cli import _learned_summary
     from medfss.registration.selection import nested_learned_fusion
 
-    samples = {f: [(np.full((2, len(FEATURES)), float(f)), np.array([True, False]))] for f in (0, 1)}
-    selection = nested_learned_fusion(samples, GuidanceConfig(), fit=lambda pairs, features: coefficients(0.5))
+    samples = {f: {"liver": [(np.full((2, len(FEATURES)), float(f)), np.array([True, False]))]} for f in (0, 1)}
+    selection = nested_learned_fusion(samples, GuidanceConfig(), fit=lambda pairs, features: coefficients(0.5),
+                                      per_class=True)
     lines = _learned_summary(selection).splitlines()
     assert lines[0] == "fold 0: learned fusion fitted on folds [1] (2 voxels)"
+    assert lines[1] == "  liver: shared coefficients (inner log-loss: shared nan, class nan)"  # one fold: no inner CV
     assert lines[-1].startswith("fitted on every fold: intercept +0.500, network_registered +0.000")

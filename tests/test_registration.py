@@ -406,9 +406,10 @@ def test_a_sweep_draws_the_learned_fusions_voxels_and_a_fit_on_them_segments_the
     swept = sweep(data, lambda f, c: ConstantNetwork(0.7), IdentityRegistrations(), protocol, [],
                   samples_per_query=500, progress=False)
     assert swept.results == {}
-    ((features, labels),) = swept.samples[0]
+    (class_name, ((features, labels),)), = swept.samples[0].items()
+    assert class_name == data.spec.eval_classes[0]
     assert features.shape == (500, len(FEATURES)) and labels.dtype == bool and 0 < labels.mean() < 1
-    config = GuidanceConfig(fusion="learned", coefficients=fit_coefficients(swept.samples[0]))
+    config = GuidanceConfig(fusion="learned", coefficients=fit_coefficients(swept.samples[0][class_name]))
     result = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), IdentityRegistrations(), config),
                       protocol, progress=False)
     assert result.mean_dice > 85  # the constant network says nothing: the fit leans on the prior and eq. 2
@@ -435,8 +436,14 @@ def test_a_guidance_selection_file_gives_each_fold_its_choice_and_other_data_the
     best = GuidanceConfig(network_weight=0.75)
     path.write_text(json.dumps({"protocol": {"dataset": "CHAOST2"}, "selection": {
         "folds": {"3": {"config": asdict(fold3)}}, "best_overall": {"config": asdict(best)}}}))
-    assert read_fold_configs(path, "CHAOST2", [3]) == {3: fold3}
-    assert read_fold_configs(path, "CMR", [0, 1]) == {0: best, 1: best}
+    assert read_fold_configs(path, "CHAOST2", [3]) == ({3: fold3}, {})
+    assert read_fold_configs(path, "CMR", [0, 1]) == ({0: best, 1: best}, {})
+    spleen = GuidanceConfig(network_weight=0.0)
+    path.write_text(json.dumps({"protocol": {"dataset": "CHAOST2"}, "selection": {
+        "folds": {"3": {"config": asdict(fold3), "classes": {"spleen": {"config": asdict(spleen)}}}},
+        "best_overall": {"config": asdict(best)}}}))
+    assert read_fold_configs(path, "CHAOST2", [3]) == ({3: fold3}, {3: {"spleen": spleen}})
+    assert read_fold_configs(path, "CMR", [3]) == ({3: best}, {})  # another data set's classes are not ours
     with pytest.raises(ConfigError, match=r"no guidance for folds \[1\]"):
         read_fold_configs(path, "CHAOST2", [1, 3])
     with pytest.raises(ConfigError, match="does not exist"):
@@ -449,7 +456,7 @@ def test_a_guidance_selection_file_gives_each_fold_its_choice_and_other_data_the
                       "max_volume_ratio": 3.0, "min_correlation": 0.2}  # a file written before the learned fusion
     path.write_text(json.dumps({"protocol": {"dataset": "CHAOST2"},
                                 "selection": {"folds": {"3": {"config": before_learned}}}}))
-    assert read_fold_configs(path, "CHAOST2", [3])[3].fusion == "average"
+    assert read_fold_configs(path, "CHAOST2", [3])[0][3].fusion == "average"
 
 
 def test_a_guidance_selection_without_registration_guidance_is_a_one_line_error(tmp_path, capsys, data_root):
@@ -488,3 +495,18 @@ def test_the_registration_notice_reads_the_query_header_and_survives_a_bad_file(
     (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
     assert registration_notice(tmp_path / "broken.nii.gz", 1, config) == \
         "registering 1 support scan onto the query with ANTsPy (syn)"
+
+
+def test_a_guide_gives_a_class_of_a_fold_its_own_config_and_every_other_the_folds_or_its_default():
+    from medfss.registration.guided import GuidanceConfig, Guide
+    from medfss.registration.predictor import RegistrationPredictor
+
+    fold0, myocardium = GuidanceConfig(network_weight=0.25), GuidanceConfig(network_weight=0.0)
+    guide = Guide(RegistrationPredictor(), GuidanceConfig(), {0: fold0}, {0: {"LV-MYO": myocardium}})
+    assert guide.config_for(0, "LV-MYO") == myocardium
+    assert guide.config_for(0, "RV") == guide.config_for(0) == fold0
+    assert guide.config_for(1, "LV-MYO") == guide.config_for(None) == GuidanceConfig()
+    assert guide(ConstantNetwork(0.5), 0, "LV-MYO").config == myocardium
+    record = guide.record()
+    assert record["fold_configs"]["0"]["network_weight"] == 0.25
+    assert record["class_configs"] == {"0": {"LV-MYO": asdict(myocardium)}}

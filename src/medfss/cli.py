@@ -108,12 +108,12 @@ def _guide(args, protocol=None):
     """The guide of the command line; ``protocol`` (evaluate) resolves ``--guidance-selection`` per fold."""
     from medfss.registration.guided import Guide
 
-    fold_configs = {}
+    fold_configs, class_configs = {}, {}
     if protocol is not None and args.guidance_selection is not None:
         from medfss.registration.selection import read_fold_configs
 
-        fold_configs = read_fold_configs(args.guidance_selection, protocol.dataset, protocol.folds)
-    return Guide(_registration_predictor(args), _guidance_config(args), fold_configs)
+        fold_configs, class_configs = read_fold_configs(args.guidance_selection, protocol.dataset, protocol.folds)
+    return Guide(_registration_predictor(args), _guidance_config(args), fold_configs, class_configs)
 
 
 def cmd_data_summary(args) -> int:
@@ -195,8 +195,12 @@ def _learned_summary(selection: dict) -> str:
     """What a nested fit of the learned fusion did: the folds of each fit and the coefficients of the fit on all."""
     from medfss.registration.fusion import FEATURES
 
-    lines = [f"fold {fold}: learned fusion fitted on folds {fit['fitted_on_folds']} ({fit['voxels']} voxels)"
-             for fold, fit in selection["folds"].items()]
+    lines = []
+    for fold, fit in selection["folds"].items():
+        lines.append(f"fold {fold}: learned fusion fitted on folds {fit['fitted_on_folds']} ({fit['voxels']} voxels)")
+        lines += [f"  {name}: {entry['form']} coefficients (inner log-loss: shared "
+                  f"{entry['inner_log_loss']['shared']:.4f}, class {entry['inner_log_loss']['class']:.4f})"
+                  for name, entry in fit.get("classes", {}).items()]
     coefficients = selection["best_overall"]["config"]["coefficients"]
     lines.append(f"fitted on every fold: intercept {coefficients[0]:+.3f}, "
                  + ", ".join(f"{name} {c:+.3f}" for name, c in zip(FEATURES, coefficients[1:])))
@@ -231,6 +235,8 @@ def cmd_select_guidance(args) -> int:
     grid = FusionGrid(support_slices=args.support_slices, network_weights=args.weights,
                       prior_sigmas_mm=args.sigmas_mm)
     learned = args.fusion == "learned"
+    if args.per_class and not learned:
+        raise ConfigError("--per-class fits the learned fusion per class: it needs --fusion learned")
     if args.samples_per_query < 1:
         raise ConfigError(f"--samples-per-query must be at least 1, got {args.samples_per_query}")
     unknown = sorted(set(args.fusion_features) - set(FEATURES))
@@ -242,7 +248,8 @@ def cmd_select_guidance(args) -> int:
     swept = sweep(dataset, networks_for, registration, config, [] if learned else grid.configs(base), base,
                   samples_per_query=args.samples_per_query if learned else 0, progress=not args.quiet)
     if learned:
-        selection = nested_learned_fusion(swept.samples, base, features=args.fusion_features)
+        selection = nested_learned_fusion(swept.samples, base, features=args.fusion_features,
+                                          per_class=args.per_class)
         print(_learned_summary(selection))
     else:
         selection = nested_selection(swept.results)
@@ -537,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--fusion-features", type=lambda v: v.split(","), default=list(FEATURES), metavar="NAME,...",
                      help="learned: the features eq. 1 uses, the others left out (an ablation; default all: "
                           + ", ".join(FEATURES) + ")")
+    sel.add_argument("--per-class", action="store_true",
+                     help="learned: also fit each class its own coefficients, kept where they predict the class's "
+                          "voxels of held-out folds better than the shared ones (cross-validated on the same folds)")
     sel.add_argument("--samples-per-query", type=int, default=20000, metavar="N",
                      help="learned: training voxels drawn from each query and class (default 20000)")
     sel.add_argument("--support-slices", type=lambda v: v.split(","), default=["chunks", "registered"],

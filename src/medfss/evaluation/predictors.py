@@ -55,13 +55,13 @@ def training_fold_warning(path: str, info: dict, spec: DatasetSpec | None, fold:
 def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *,
                       spec: DatasetSpec | None = None, device: str | torch.device = "cpu",
                       batch_size: int = 8, registration: RegistrationPredictor | None = None,
-                      guide: Callable[[Predictor, int], VolumePredictor] | None = None
+                      guide: Callable[[Predictor, int, str], VolumePredictor] | None = None
                       ) -> Callable[[int, str], Predictor | VolumePredictor]:
     """``(fold, class_name) -> Predictor`` for the baseline or trained model called ``model``.
 
     ``registration`` is atlas registration (:mod:`medfss.registration`), a
     no-training floor like the baselines; pass the configured predictor as
-    ``registration`` (default: ANTsPy's settings, no disk cache). ``guide(network, fold)``
+    ``registration`` (default: ANTsPy's settings, no disk cache). ``guide(network, fold, class_name)``
     wraps each trained model's predictor, e.g. in a registration-guided
     :class:`~medfss.registration.guided.GuidedPredictor`.
 
@@ -87,7 +87,7 @@ def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *
                           f"{sorted([*BASELINES, REGISTRATION])} need none")
     if "{group}" in str(checkpoint) and spec is None:
         raise ConfigError("a checkpoint path with '{group}' needs the data set (its setting-2 groups)")
-    loaded: dict[str, Predictor | VolumePredictor] = {}
+    loaded: dict[str, Predictor] = {}
 
     def predictor_for(fold: int, class_name: str) -> Predictor | VolumePredictor:
         from medfss.checkpoints import load_predictor  # imports the models: only for trained models
@@ -96,10 +96,10 @@ def predictor_factory(model: str, checkpoint: str | os.PathLike | None = None, *
         if path not in loaded:
             loaded.clear()  # one model in memory at a time: the protocol runs fold by fold
             network, info = load_predictor(path, device=device, batch_size=batch_size, model_name=model)
-            loaded[path] = network if guide is None else guide(network, fold)
+            loaded[path] = network
             warning = training_fold_warning(path, info, spec, fold)
             if warning is not None:
                 print(f"medfss: warning: {warning}", file=sys.stderr)
-        return loaded[path]
+        return loaded[path] if guide is None else guide(loaded[path], fold, class_name)
 
     return predictor_for

@@ -231,23 +231,30 @@ class Guide:
     """Wraps network predictors in guided predictors that share one registration (and its cache).
 
     ``fold_configs`` gives a test fold its own config (a nested selection's
-    choice, :mod:`medfss.registration.selection`); other folds and single
+    choice, :mod:`medfss.registration.selection`), ``class_configs`` a
+    class of a test fold its own (a per-class fit); other folds and single
     scans use ``config``.
     """
 
     registration: RegistrationPredictor
     config: GuidanceConfig = GuidanceConfig()
     fold_configs: Mapping[int, GuidanceConfig] = field(default_factory=dict)
+    class_configs: Mapping[int, Mapping[str, GuidanceConfig]] = field(default_factory=dict)
 
-    def config_for(self, fold: int | None) -> GuidanceConfig:
-        return self.fold_configs.get(fold, self.config)
+    def config_for(self, fold: int | None, class_name: str | None = None) -> GuidanceConfig:
+        classes = self.class_configs.get(fold, {})
+        return classes[class_name] if class_name in classes else self.fold_configs.get(fold, self.config)
 
     def record(self) -> dict:
         """What guided predictions use, for results.json and segment summaries."""
         record = {"registration": asdict(self.registration.config), **asdict(self.config)}
         if self.fold_configs:
             record["fold_configs"] = {str(f): asdict(c) for f, c in sorted(self.fold_configs.items())}
+        if self.class_configs:
+            record["class_configs"] = {str(f): {name: asdict(c) for name, c in classes.items()}
+                                       for f, classes in sorted(self.class_configs.items())}
         return record
 
-    def __call__(self, network: Predictor, fold: int | None = None) -> GuidedPredictor:
-        return GuidedPredictor(network, self.registration, self.config_for(fold))
+    def __call__(self, network: Predictor, fold: int | None = None, class_name: str | None = None
+                 ) -> GuidedPredictor:
+        return GuidedPredictor(network, self.registration, self.config_for(fold, class_name))

@@ -25,6 +25,7 @@ scan) would use.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -39,7 +40,8 @@ from medfss.evaluation.metrics import SegmentationScores
 from medfss.evaluation.protocol import EvaluationResult, ProtocolConfig, QueryResult, RunResult, support_case_ids
 from medfss.inference import Predictor, SupportScan, foreground
 from medfss.inference.body import body_mask
-from medfss.registration.fusion import FEATURES, NETWORK_RULES, fit_coefficients, training_voxels, volume_features
+from medfss.registration.fusion import (FEATURES, NETWORK_RULES, fit_coefficients, logistic, training_voxels,
+                                        volume_features)
 from medfss.registration.guided import SUPPORT_SLICE_RULES, GuidanceConfig, GuidanceEvidence, GuidedPredictor, fuse
 from medfss.registration.predictor import RegistrationPredictor
 from medfss.validation import require
@@ -74,12 +76,16 @@ def overlap_scores(prediction: np.ndarray, truth: np.ndarray) -> SegmentationSco
                               hd95=float("nan"), asd=float("nan"))
 
 
+Pairs = list[tuple[np.ndarray, np.ndarray]]  # (features [n, F], labels [n]) per query
+Samples = dict[int, dict[str, Pairs]]  # fold -> class -> the learned fusion's training voxels
+
+
 @dataclass
 class SweepResult:
-    """What a sweep found: each average fusion's Dice, and the learned fusion's training voxels per fold."""
+    """What a sweep found: each average fusion's Dice, and the learned fusion's training voxels per fold and class."""
 
     results: dict[GuidanceConfig, EvaluationResult]
-    samples: dict[int, list[tuple[np.ndarray, np.ndarray]]]  # fold -> (features [n, F], labels [n]) per query
+    samples: Samples
 
 
 def query_samples(evidence: GuidanceEvidence, truth: np.ndarray, body: np.ndarray, count: int,
@@ -123,7 +129,7 @@ def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], regis
     rng = np.random.default_rng(protocol.seed)
     fold_cases = {f: dataset.fold_case_ids(f) for f in protocol.folds}
     runs: dict[GuidanceConfig, list[RunResult]] = {c: [] for c in configs}
-    samples: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {f: [] for f in protocol.folds}
+    samples: Samples = {f: {} for f in protocol.folds}
     total = sum(len(cases) - protocol.shots for cases in fold_cases.values()) * \
         len(protocol.support_indices) * len(protocol.classes)
     with tqdm(total=total, disable=not progress, unit="query", desc=f"guidance sweep {protocol.dataset}") as bar:
@@ -151,7 +157,8 @@ def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], regis
                             mask = foreground(probabilities, protocol.threshold, largest_component=True)
                             scores[config].append(QueryResult(query.case_id, overlap_scores(mask, truth)))
                         if samples_per_query and evidence.prior is not None:
-                            samples[fold].append(query_samples(evidence, truth, body, samples_per_query, rng))
+                            samples[fold].setdefault(class_name, []).append(
+                                query_samples(evidence, truth, body, samples_per_query, rng))
                         bar.update()
                     for config in configs:
                         runs[config].append(RunResult(fold, support_index, support_ids, class_name,
@@ -160,29 +167,89 @@ def sweep(dataset: Dataset, networks_for: Callable[[int, str], Predictor], regis
                        samples)
 
 
-def nested_learned_fusion(samples: dict[int, list[tuple[np.ndarray, np.ndarray]]], base: GuidanceConfig,
-                          features: Sequence[str] = FEATURES,
-                          fit: Callable[..., tuple[float, ...]] = fit_coefficients) -> dict:
+def pairs_of(samples: Samples, folds: Sequence[int], class_name: str | None = None) -> Pairs:
+    """The training voxels of ``folds``, of one class or (None) of every class."""
+    return [pair for f in folds for c, pairs in samples[f].items() if class_name in (None, c) for pair in pairs]
+
+
+def log_loss(pairs: Pairs, coefficients: Sequence[float]) -> tuple[float, int]:
+    """Eq. 1's summed negative log-likelihood of the labels of ``pairs``, and their voxel count."""
+    if not pairs:
+        return 0.0, 0
+    features = np.concatenate([x for x, _ in pairs])  # [n, F]
+    labels = np.concatenate([y for _, y in pairs]).astype(bool)  # [n]
+    p = np.clip(logistic(features, coefficients).astype(np.float64), 1e-7, 1 - 1e-7)
+    return float(-np.sum(np.where(labels, np.log(p), np.log1p(-p)))), len(labels)
+
+
+def class_choice(fitted: Callable[[Sequence[int], str | None], tuple[float, ...]], samples: Samples,
+                 folds: Sequence[int], class_name: str) -> dict:
+    """Class ``class_name``'s own coefficients or the shared ones, chosen by cross-validation over ``folds``.
+
+    Each fold of ``folds`` in turn is held out; both fits are made on the
+    others (``fitted(folds, class)``, None for the shared fit) and scored by
+    the mean log-loss of the held-out fold's voxels of the class. The class
+    fit is taken only when it scores lower; with fewer than two folds there
+    is nothing to hold out and the shared fit is kept.
+    """
+    losses = {"shared": [0.0, 0], "class": [0.0, 0]}
+    for held_out in folds if len(folds) >= 2 else ():
+        rest = [f for f in folds if f != held_out]
+        held = pairs_of(samples, [held_out], class_name)
+        if not held or not pairs_of(samples, rest, class_name):
+            continue
+        for form, coefficients in (("shared", fitted(rest, None)), ("class", fitted(rest, class_name))):
+            loss, count = log_loss(held, coefficients)
+            losses[form][0] += loss
+            losses[form][1] += count
+    mean = {form: total / count if count else math.nan for form, (total, count) in losses.items()}
+    form = "class" if mean["class"] < mean["shared"] else "shared"
+    return {"form": form, "coefficients": fitted(folds, class_name if form == "class" else None),
+            "inner_log_loss": mean}
+
+
+def nested_learned_fusion(samples: Samples, base: GuidanceConfig, features: Sequence[str] = FEATURES,
+                          fit: Callable[..., tuple[float, ...]] = fit_coefficients, per_class: bool = False) -> dict:
     """Per test fold, the learned fusion fitted on the other folds' samples only; and one fitted on all.
 
     ``features``: those eq. 1 uses (the others get a coefficient of 0).
+    ``per_class``: each class also gets its own config, the class's own fit
+    or the shared one as :func:`class_choice` decides on the same folds.
 
     Returns a JSON-ready dict in the layout of :func:`nested_selection`:
     ``folds`` (per fold: the config and the folds and voxels it was fitted
-    on) and ``best_overall`` (fitted on every fold, for new data). Their
-    test scores come from ``medfss evaluate --guidance-selection``.
+    on, and per class its config, form and inner losses) and
+    ``best_overall`` (fitted on every fold, for new data). Their test
+    scores come from ``medfss evaluate --guidance-selection``.
     """
     folds = sorted(samples)
     require(len(folds) >= 2, "folds", f"a nested fit needs at least 2 folds, got {folds}")
+    classes = list(dict.fromkeys(c for f in folds for c in samples[f]))
+    fits: dict[tuple[tuple[int, ...], str | None], tuple[float, ...]] = {}  # every fit is needed several times
 
-    def fitted(on: Sequence[int]) -> dict:
-        pairs = [pair for f in on for pair in samples[f]]
-        config = replace(base, fusion="learned", coefficients=fit(pairs, features))
-        return {"config": asdict(config), "fitted_on_folds": list(on), "voxels": int(sum(len(y) for _, y in pairs))}
+    def fitted(on: Sequence[int], class_name: str | None) -> tuple[float, ...]:
+        key = (tuple(sorted(on)), class_name)
+        if key not in fits:
+            fits[key] = fit(pairs_of(samples, key[0], class_name), features)
+        return fits[key]
 
-    return {"fusion": "learned", "features": list(features),
-            "folds": {str(f): fitted([o for o in folds if o != f]) for f in folds},
-            "best_overall": fitted(folds)}
+    def learned(coefficients: tuple[float, ...]) -> dict:
+        return asdict(replace(base, fusion="learned", coefficients=coefficients))
+
+    def record(on: Sequence[int]) -> dict:
+        entry = {"config": learned(fitted(on, None)), "fitted_on_folds": list(on),
+                 "voxels": int(sum(len(y) for _, y in pairs_of(samples, on)))}
+        if per_class:
+            entry["classes"] = {}
+            for class_name in classes:
+                choice = class_choice(fitted, samples, on, class_name)
+                entry["classes"][class_name] = {"config": learned(choice["coefficients"]), "form": choice["form"],
+                                                "inner_log_loss": choice["inner_log_loss"]}
+        return entry
+
+    return {"fusion": "learned", "features": list(features), "per_class": per_class,
+            "folds": {str(f): record([o for o in folds if o != f]) for f in folds},
+            "best_overall": record(folds)}
 
 
 def restricted(result: EvaluationResult, folds: Sequence[int]) -> EvaluationResult:
@@ -229,20 +296,26 @@ def _config(record: dict) -> GuidanceConfig:
     return GuidanceConfig(**{"fusion": "average", "coefficients": None, **record})
 
 
-def read_fold_configs(path: str | os.PathLike, dataset: str, folds: Sequence[int]) -> dict[int, GuidanceConfig]:
-    """Each of ``folds``' fusion from a selection file of ``medfss select-guidance``.
+def read_fold_configs(path: str | os.PathLike, dataset: str, folds: Sequence[int]
+                      ) -> tuple[dict[int, GuidanceConfig], dict[int, dict[str, GuidanceConfig]]]:
+    """Each of ``folds``' fusion from a selection file of ``medfss select-guidance``, and its classes' own.
 
     On the data set the selection was made on, each fold takes its own
-    nested choice; on another data set every fold takes the selection's
-    best-overall fusion (nothing of ``dataset`` entered it).
+    nested choice, and each class its config where the selection fitted
+    classes apart (``--per-class``); on another data set every fold takes
+    the selection's best-overall fusion (nothing of ``dataset`` entered it)
+    and no class its own (the classes are another data set's).
+    Returns (fold -> config, fold -> class -> config).
     """
     try:
         record = json.loads(Path(path).read_text())
         selection = record["selection"]
         if record["protocol"]["dataset"] != dataset:
             best = _config(selection["best_overall"]["config"])
-            return {fold: best for fold in folds}
+            return {fold: best for fold in folds}, {}
         chosen = {int(fold): _config(choice["config"]) for fold, choice in selection["folds"].items()}
+        classes = {int(fold): {name: _config(entry["config"]) for name, entry in choice.get("classes", {}).items()}
+                   for fold, choice in selection["folds"].items()}
     except FileNotFoundError:
         raise ConfigError(f"guidance selection {path} does not exist (write it with 'medfss select-guidance')") \
             from None
@@ -252,4 +325,4 @@ def read_fold_configs(path: str | os.PathLike, dataset: str, folds: Sequence[int
     missing = sorted(set(folds) - set(chosen))
     if missing:
         raise ConfigError(f"{path} chose no guidance for folds {missing} of {dataset}: it holds folds {sorted(chosen)}")
-    return {fold: chosen[fold] for fold in folds}
+    return {fold: chosen[fold] for fold in folds}, {fold: classes[fold] for fold in folds if classes[fold]}
