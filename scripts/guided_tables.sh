@@ -13,7 +13,9 @@
 # FUSION (default learned) is select-guidance's --fusion: the learned fusion fitted per test fold on the other
 # folds, or the average fusion chosen per test fold on the other folds; results go to NAME-learned (learned)
 # or NAME (average), NAME below. PER_CLASS=1 (learned only) adds --per-class: each class also gets its own fit,
-# kept where a cross-validation over the other folds prefers it; results go to NAME-learned-per-class.
+# kept where a cross-validation over the other folds prefers it; THRESHOLDS=0.2,...,0.7 adds --class-thresholds:
+# each class takes the threshold of these best for its Dice on the other folds; results go to
+# NAME-learned-per-class, NAME-learned-thresholds or NAME-learned-per-class-thresholds.
 #
 # 1. one model per fold (scripts/cpu_tables.sh, reused when trained) and the registration of every
 #    support onto every query (cached in runs/registration-cache, as scripts/registration_tables.sh);
@@ -34,11 +36,13 @@ shift 4
 selection=${SELECTION:-}
 fusion=${FUSION:-learned}
 per_class=()
-[ -n "${PER_CLASS:-}" ] && per_class=(--per-class)
+[ -n "${PER_CLASS:-}" ] && per_class+=(--per-class)
+[ -n "${THRESHOLDS:-}" ] && per_class+=(--class-thresholds "$THRESHOLDS")
 name=${model}_cpu${TAG:+-$TAG}
 recipe="CPU preset${TAG:+, $TAG: $*}"
 runs=runs/$name/${dataset}-setting1
-out=results/guided/$name$([ "$fusion" = learned ] && echo -learned)${PER_CLASS:+-per-class}/${dataset}-setting1
+out=results/guided/$name$([ "$fusion" = learned ] && echo -learned)${PER_CLASS:+-per-class}${THRESHOLDS:+-thresholds}
+out=$out/${dataset}-setting1
 checkpoint="$runs/fold{fold}/model.pt"
 SUPPORTS=$supports TRAIN_ONLY=1 bash scripts/cpu_tables.sh "$model" "$dataset" 1 "$folds" "$@"
 cache=(--registration-cache runs/registration-cache)
@@ -48,7 +52,7 @@ if [ -z "$selection" ]; then
   .venv/bin/medfss select-guidance --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
     --folds "$folds" --support-index "${SELECTION_SUPPORTS:-$supports}" --fusion "$fusion" "${per_class[@]}" \
     --quiet "${cache[@]}" --out "$out"
-  label="$model ($recipe) + registration guidance, $fusion fusion $([ "$fusion" = learned ] && echo fitted || echo chosen) per fold${PER_CLASS:+ and class} on the other folds"
+  label="$model ($recipe) + registration guidance, $fusion fusion $([ "$fusion" = learned ] && echo fitted || echo chosen) per fold${PER_CLASS:+ and class}${THRESHOLDS:+, class thresholds chosen} on the other folds"
 else
   label="$model ($recipe) + registration guidance, fusion of another data set ($selection)"
 fi

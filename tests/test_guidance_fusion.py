@@ -197,6 +197,12 @@ def test_select_guidance_refuses_an_unknown_feature_in_one_line(tmp_path, capsys
     code = main(["select-guidance", "--model", "alpnet", "--checkpoint", str(tmp_path / "m.pt"), "--dataset", "CHAOST2",
                  "--data-root", str(data_root), "--samples-per-query", "0", "--out", str(tmp_path / "o")])
     assert code == 2 and "--samples-per-query must be at least 1" in capsys.readouterr().err
+    for extra, message in ((["--class-thresholds", "0.5,1"], "strictly between 0 and 1"),
+                           (["--per-class", "--fusion", "average"], "need --fusion learned")):
+        code = main(["select-guidance", "--model", "alpnet", "--checkpoint", str(tmp_path / "m.pt"), "--dataset",
+                     "CHAOST2", "--data-root", str(data_root), *extra, "--out", str(tmp_path / "o")])
+        assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_select_guidance_prints_each_folds_fit_and_the_coefficients_of_the_fit_on_all():
@@ -208,5 +214,46 @@ def test_select_guidance_prints_each_folds_fit_and_the_coefficients_of_the_fit_o
                                       per_class=True)
     lines = _learned_summary(selection).splitlines()
     assert lines[0] == "fold 0: learned fusion fitted on folds [1] (2 voxels)"
-    assert lines[1] == "  liver: shared coefficients (inner log-loss: shared nan, class nan)"  # one fold: no inner CV
+    assert lines[1] == ("  liver: shared coefficients, threshold 0.5 (inner log-loss: shared nan, class nan; "
+                        "inner sampled Dice by threshold: 0.5 nan)")  # one fold each: nothing to hold out
     assert lines[-1].startswith("fitted on every fold: intercept +0.500, network_registered +0.000")
+
+
+def test_a_threshold_folded_into_the_intercept_moves_the_half_point_to_it():
+    from medfss.registration.selection import with_threshold
+
+    c = coefficients(0.3, prior_0mm=2.0)
+    features = np.linspace(-2, 2, 401)[:, None] * np.eye(len(FEATURES))[FEATURES.index("prior_0mm")]  # [401, F]
+    for t in (0.2, 0.5, 0.7):
+        assert np.array_equal(logistic(features, with_threshold(c, t)) > 0.5, logistic(features, c) > t)
+    assert with_threshold(c, 0.5) == c
+
+
+def test_the_sampled_dice_is_each_querys_dice_on_its_voxels_averaged():
+    from medfss.registration.selection import sampled_dice
+
+    labels = np.array([True, True, False, False])
+    first = (np.array([0.9, 0.4, 0.6, 0.1]), labels)  # at 0.5: TP 1, FP 1, FN 1 -> 50; at 0.3: TP 2, FP 1 -> 80
+    empty = (np.zeros(3), np.zeros(3, bool))  # neither label nor prediction: left out
+    assert sampled_dice([first, empty], 0.5) == pytest.approx(50.0)
+    assert sampled_dice([first, empty], 0.3) == pytest.approx(80.0)
+    assert np.isnan(sampled_dice([empty], 0.5))
+
+
+def test_a_class_takes_the_threshold_that_gave_the_best_held_out_dice():
+    from medfss.registration.selection import nested_learned_fusion
+
+    rng = np.random.default_rng(3)
+
+    def fold_samples():  # a thin organ: labels where prior_0mm > 0.8, the fit below puts 1/2 at prior_0mm = 0.5
+        features = rng.random((2000, len(FEATURES)))
+        return {"LV-MYO": [(features, features[:, FEATURES.index("prior_0mm")] > 0.8)]}
+
+    samples = {f: fold_samples() for f in range(3)}
+    selection = nested_learned_fusion(samples, GuidanceConfig(), thresholds=(0.3, 0.5, 0.9),
+                                      fit=lambda pairs, features: coefficients(-10.0, prior_0mm=20.0))
+    entry = selection["folds"]["0"]["classes"]["LV-MYO"]
+    assert entry["form"] == "shared" and entry["threshold"] == 0.9  # p > 0.9 <=> prior_0mm > 0.61: nearest 0.8
+    assert entry["inner_sampled_dice"]["0.9"] > entry["inner_sampled_dice"]["0.5"]
+    assert entry["config"]["coefficients"][0] == pytest.approx(-10.0 - np.log(9.0))
+    assert selection["thresholds"] == [0.3, 0.5, 0.9] and not selection["per_class"]

@@ -198,9 +198,11 @@ def _learned_summary(selection: dict) -> str:
     lines = []
     for fold, fit in selection["folds"].items():
         lines.append(f"fold {fold}: learned fusion fitted on folds {fit['fitted_on_folds']} ({fit['voxels']} voxels)")
-        lines += [f"  {name}: {entry['form']} coefficients (inner log-loss: shared "
-                  f"{entry['inner_log_loss']['shared']:.4f}, class {entry['inner_log_loss']['class']:.4f})"
-                  for name, entry in fit.get("classes", {}).items()]
+        for name, entry in fit.get("classes", {}).items():
+            losses = ", ".join(f"{form} {loss:.4f}" for form, loss in entry["inner_log_loss"].items())
+            dice = ", ".join(f"{t} {d:.2f}" for t, d in entry["inner_sampled_dice"].items())
+            lines.append(f"  {name}: {entry['form']} coefficients, threshold {entry['threshold']:g} "
+                         f"(inner log-loss: {losses}; inner sampled Dice by threshold: {dice})")
     coefficients = selection["best_overall"]["config"]["coefficients"]
     lines.append(f"fitted on every fold: intercept {coefficients[0]:+.3f}, "
                  + ", ".join(f"{name} {c:+.3f}" for name, c in zip(FEATURES, coefficients[1:])))
@@ -235,8 +237,11 @@ def cmd_select_guidance(args) -> int:
     grid = FusionGrid(support_slices=args.support_slices, network_weights=args.weights,
                       prior_sigmas_mm=args.sigmas_mm)
     learned = args.fusion == "learned"
-    if args.per_class and not learned:
-        raise ConfigError("--per-class fits the learned fusion per class: it needs --fusion learned")
+    if (args.per_class or args.class_thresholds) and not learned:
+        raise ConfigError("--per-class and --class-thresholds fit the learned fusion per class: they need "
+                          "--fusion learned")
+    if args.class_thresholds and not all(0 < t < 1 for t in args.class_thresholds):
+        raise ConfigError(f"--class-thresholds must lie strictly between 0 and 1, got {args.class_thresholds}")
     if args.samples_per_query < 1:
         raise ConfigError(f"--samples-per-query must be at least 1, got {args.samples_per_query}")
     unknown = sorted(set(args.fusion_features) - set(FEATURES))
@@ -249,7 +254,7 @@ def cmd_select_guidance(args) -> int:
                   samples_per_query=args.samples_per_query if learned else 0, progress=not args.quiet)
     if learned:
         selection = nested_learned_fusion(swept.samples, base, features=args.fusion_features,
-                                          per_class=args.per_class)
+                                          per_class=args.per_class, thresholds=args.class_thresholds)
         print(_learned_summary(selection))
     else:
         selection = nested_selection(swept.results)
@@ -547,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--per-class", action="store_true",
                      help="learned: also fit each class its own coefficients, kept where they predict the class's "
                           "voxels of held-out folds better than the shared ones (cross-validated on the same folds)")
+    sel.add_argument("--class-thresholds", type=_float_list, default=None, metavar="T1,T2,...",
+                     help="learned: each class takes the probability threshold of these whose cross-validated "
+                          "Dice on the same folds is best (folded into its intercept), e.g. 0.2,0.3,0.4,0.5,0.6")
     sel.add_argument("--samples-per-query", type=int, default=20000, metavar="N",
                      help="learned: training voxels drawn from each query and class (default 20000)")
     sel.add_argument("--support-slices", type=lambda v: v.split(","), default=["chunks", "registered"],

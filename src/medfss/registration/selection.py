@@ -182,49 +182,93 @@ def log_loss(pairs: Pairs, coefficients: Sequence[float]) -> tuple[float, int]:
     return float(-np.sum(np.where(labels, np.log(p), np.log1p(-p)))), len(labels)
 
 
-def class_choice(fitted: Callable[[Sequence[int], str | None], tuple[float, ...]], samples: Samples,
-                 folds: Sequence[int], class_name: str) -> dict:
-    """Class ``class_name``'s own coefficients or the shared ones, chosen by cross-validation over ``folds``.
+def sampled_dice(predictions: Sequence[tuple[np.ndarray, np.ndarray]], threshold: float) -> float:
+    """Mean over queries of the Dice of ``p > threshold`` on each query's sampled voxels [(p [n], labels [n])].
 
-    Each fold of ``folds`` in turn is held out; both fits are made on the
-    others (``fitted(folds, class)``, None for the shared fit) and scored by
-    the mean log-loss of the held-out fold's voxels of the class. The class
-    fit is taken only when it scores lower; with fewer than two folds there
-    is nothing to hold out and the shared fit is kept.
+    The voxels of a query are a uniform sample of its predicted slices
+    (:func:`query_samples`), so true and false positives and misses shrink
+    by one factor and the ratio estimates the query's Dice (before the
+    largest-component step). A query whose sample holds neither a label nor
+    a prediction is left out.
     """
-    losses = {"shared": [0.0, 0], "class": [0.0, 0]}
+    scores = []
+    for p, labels in predictions:
+        predicted = p > threshold
+        both, total = np.sum(predicted & labels), np.sum(predicted) + np.sum(labels)
+        if total:
+            scores.append(200.0 * both / total)
+    return float(np.mean(scores)) if scores else math.nan
+
+
+def with_threshold(coefficients: Sequence[float], threshold: float) -> tuple[float, ...]:
+    """Eq. 1's coefficients shifted so that p > 1/2 of the result is p > ``threshold`` of the input.
+
+    sigmoid(c_0 + c . phi) > t exactly when c_0 - logit(t) + c . phi > 0:
+    the protocol's threshold of 1/2 then applies the class's operating point.
+    """
+    return (coefficients[0] - math.log(threshold / (1 - threshold)), *coefficients[1:])
+
+
+def class_choice(fitted: Callable[[Sequence[int], str | None], tuple[float, ...]], samples: Samples,
+                 folds: Sequence[int], class_name: str, forms: Sequence[str] = ("shared", "class"),
+                 thresholds: Sequence[float] = (0.5,)) -> dict:
+    """Class ``class_name``'s coefficients and operating point, chosen by cross-validation over ``folds``.
+
+    Each fold of ``folds`` in turn is held out and every form of ``forms``
+    is fitted on the others (``fitted(folds, class)``: the class's own fit,
+    ``fitted(folds, None)``: the shared one). The form whose predictions
+    give the held-out voxels of the class the lower mean log-loss is kept
+    (the shared one on a tie); then the threshold of ``thresholds`` whose
+    held-out predictions of that form give the best :func:`sampled_dice`
+    (the one nearest 1/2 on a tie), folded into the intercept
+    (:func:`with_threshold`). With fewer than two folds nothing can be held
+    out: the first form and the threshold nearest 1/2 are kept.
+    """
+    losses = {form: [0.0, 0] for form in forms}
+    predictions: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {form: [] for form in forms}
     for held_out in folds if len(folds) >= 2 else ():
         rest = [f for f in folds if f != held_out]
         held = pairs_of(samples, [held_out], class_name)
         if not held or not pairs_of(samples, rest, class_name):
             continue
-        for form, coefficients in (("shared", fitted(rest, None)), ("class", fitted(rest, class_name))):
+        for form in forms:
+            coefficients = fitted(rest, class_name if form == "class" else None)
             loss, count = log_loss(held, coefficients)
             losses[form][0] += loss
             losses[form][1] += count
-    mean = {form: total / count if count else math.nan for form, (total, count) in losses.items()}
-    form = "class" if mean["class"] < mean["shared"] else "shared"
-    return {"form": form, "coefficients": fitted(folds, class_name if form == "class" else None),
-            "inner_log_loss": mean}
+            predictions[form] += [(logistic(x, coefficients), y.astype(bool)) for x, y in held]
+    mean_loss = {form: total / count if count else math.nan for form, (total, count) in losses.items()}
+    form = min(forms, key=lambda f: (not mean_loss[f] < math.inf, mean_loss[f], forms.index(f)))
+    dice = {t: sampled_dice(predictions[form], t) for t in thresholds}
+    threshold = max(thresholds, key=lambda t: (dice[t] if dice[t] == dice[t] else -1.0, -abs(t - 0.5)))
+    coefficients = fitted(folds, class_name if form == "class" else None)
+    return {"form": form, "threshold": threshold, "coefficients": with_threshold(coefficients, threshold),
+            "inner_log_loss": mean_loss, "inner_sampled_dice": {str(t): d for t, d in dice.items()}}
 
 
 def nested_learned_fusion(samples: Samples, base: GuidanceConfig, features: Sequence[str] = FEATURES,
-                          fit: Callable[..., tuple[float, ...]] = fit_coefficients, per_class: bool = False) -> dict:
+                          fit: Callable[..., tuple[float, ...]] = fit_coefficients, per_class: bool = False,
+                          thresholds: Sequence[float] | None = None) -> dict:
     """Per test fold, the learned fusion fitted on the other folds' samples only; and one fitted on all.
 
     ``features``: those eq. 1 uses (the others get a coefficient of 0).
     ``per_class``: each class also gets its own config, the class's own fit
-    or the shared one as :func:`class_choice` decides on the same folds.
+    or the shared one as :func:`class_choice` decides on the same folds;
+    ``thresholds``: each class also gets the operating point of these that
+    :func:`class_choice` finds best for its Dice on the same folds.
 
     Returns a JSON-ready dict in the layout of :func:`nested_selection`:
     ``folds`` (per fold: the config and the folds and voxels it was fitted
-    on, and per class its config, form and inner losses) and
+    on, and per class its config, form, threshold and inner scores) and
     ``best_overall`` (fitted on every fold, for new data). Their test
     scores come from ``medfss evaluate --guidance-selection``.
     """
     folds = sorted(samples)
     require(len(folds) >= 2, "folds", f"a nested fit needs at least 2 folds, got {folds}")
+    require(thresholds is None or (len(thresholds) > 0 and all(0 < t < 1 for t in thresholds)), "thresholds",
+            f"must be one or more probabilities in (0, 1), got {thresholds}")
     classes = list(dict.fromkeys(c for f in folds for c in samples[f]))
+    forms = ("shared", "class") if per_class else ("shared",)
     fits: dict[tuple[tuple[int, ...], str | None], tuple[float, ...]] = {}  # every fit is needed several times
 
     def fitted(on: Sequence[int], class_name: str | None) -> tuple[float, ...]:
@@ -239,15 +283,15 @@ def nested_learned_fusion(samples: Samples, base: GuidanceConfig, features: Sequ
     def record(on: Sequence[int]) -> dict:
         entry = {"config": learned(fitted(on, None)), "fitted_on_folds": list(on),
                  "voxels": int(sum(len(y) for _, y in pairs_of(samples, on)))}
-        if per_class:
+        if per_class or thresholds:
             entry["classes"] = {}
             for class_name in classes:
-                choice = class_choice(fitted, samples, on, class_name)
-                entry["classes"][class_name] = {"config": learned(choice["coefficients"]), "form": choice["form"],
-                                                "inner_log_loss": choice["inner_log_loss"]}
+                choice = class_choice(fitted, samples, on, class_name, forms, thresholds or (0.5,))
+                entry["classes"][class_name] = {"config": learned(choice.pop("coefficients")), **choice}
         return entry
 
     return {"fusion": "learned", "features": list(features), "per_class": per_class,
+            "thresholds": list(thresholds) if thresholds else None,
             "folds": {str(f): record([o for o in folds if o != f]) for f in folds},
             "best_overall": record(folds)}
 
