@@ -16,15 +16,20 @@
 # kept where a cross-validation over the other folds prefers it; THRESHOLDS=0.2,...,0.7 adds --class-thresholds:
 # each class takes the threshold of these best for its Dice on the other folds; results go to
 # NAME-learned-per-class, NAME-learned-thresholds or NAME-learned-per-class-thresholds.
+# SHOTS=k (default 1) scores k-shot (each support index with the next k - 1 volumes, registrations fused by
+# majority voting), into DATASET-setting1-kshot folders; with SELECTION=the 1-shot selection.json of the same
+# data set, each fold keeps the fusion fitted at 1 shot on the other folds, e.g.
+#   SHOTS=2 SELECTION=results/guided/alpnet_cpu-learned/CHAOST2-setting1/selection.json \
+#     bash scripts/guided_tables.sh alpnet CHAOST2 0,1,2,3,4 0,1,2
 #
 # 1. one model per fold (scripts/cpu_tables.sh, reused when trained) and the registration of every
 #    support onto every query (cached in runs/registration-cache, as scripts/registration_tables.sh);
 # 2. without SELECTION: `medfss select-guidance` fits (learned) or chooses (average) each test fold's fusion
 #    on the tool's output (no query label) of the other folds only (nested cross-validation),
 #    writing results/guided/NAME[-learned]/DATASET-setting1/selection.json (NAME below);
-#    with SELECTION (a selection.json made on another data set): nothing is chosen on this one;
+#    with SELECTION (a selection.json made on another data set, or on this one at 1 shot): nothing is chosen;
 # 3. `medfss evaluate --guidance registration --guidance-selection` scores every fold with its choice
-#    (SELECTION: every fold with that data set's best-overall choice) under both protocols, beside the same models
+#    (SELECTION of another data set: every fold with its best-overall choice) under both protocols, beside the same models
 #    without guidance (the position rule) and registration alone (these two reused when already scored: delete
 #    them to score again, e.g. on other supports), on the same folds and supports, into
 #    results/guided/{NAME[-learned],NAME-position,registration-syn}/DATASET-setting1[-extent-estimated]/, NAME being
@@ -42,29 +47,32 @@ name=${model}_cpu${TAG:+-$TAG}
 recipe="CPU preset${TAG:+, $TAG: $*}"
 runs=runs/$name/${dataset}-setting1
 out=results/guided/$name$([ "$fusion" = learned ] && echo -learned)${PER_CLASS:+-per-class}${THRESHOLDS:+-thresholds}
-out=$out/${dataset}-setting1
+shots=${SHOTS:-1}
+folder=${dataset}-setting1$([ "$shots" = 1 ] || echo "-${shots}shot")
+out=$out/$folder
 checkpoint="$runs/fold{fold}/model.pt"
 SUPPORTS=$supports TRAIN_ONLY=1 bash scripts/cpu_tables.sh "$model" "$dataset" 1 "$folds" "$@"
 cache=(--registration-cache runs/registration-cache)
-protocol=(--dataset "$dataset" --folds "$folds" --support-index "$supports" --quiet)
+protocol=(--dataset "$dataset" --folds "$folds" --support-index "$supports" --shots "$shots" --quiet)
 if [ -z "$selection" ]; then
   selection=$out/selection.json
   .venv/bin/medfss select-guidance --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
-    --folds "$folds" --support-index "${SELECTION_SUPPORTS:-$supports}" --fusion "$fusion" "${per_class[@]}" \
+    --folds "$folds" --support-index "${SELECTION_SUPPORTS:-$supports}" --shots "$shots" --fusion "$fusion" \
+    "${per_class[@]}" \
     --quiet "${cache[@]}" --out "$out"
   label="$model ($recipe) + registration guidance, $fusion fusion $([ "$fusion" = learned ] && echo fitted || echo chosen) per fold${PER_CLASS:+ and class}${THRESHOLDS:+, class thresholds chosen} on the other folds"
 else
-  label="$model ($recipe) + registration guidance, fusion of another data set ($selection)"
+  label="$model ($recipe) + registration guidance, fusion of $selection"
 fi
 for extent in estimated gt; do
   suffix=$([ "$extent" = gt ] && echo "" || echo "-extent-estimated")
   .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" "${protocol[@]}" --extent "$extent" \
     --guidance registration --guidance-selection "$selection" "${cache[@]}" --label "$label" \
     --out "$out$suffix"
-  position=results/guided/$name-position/${dataset}-setting1$suffix
+  position=results/guided/$name-position/$folder$suffix
   [ -f "$position/results.json" ] || .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" \
     "${protocol[@]}" --extent "$extent" --label "$model ($recipe), same models without guidance" --out "$position"
-  registration=results/guided/registration-syn/${dataset}-setting1$suffix
+  registration=results/guided/registration-syn/$folder$suffix
   [ -f "$registration/results.json" ] || .venv/bin/medfss evaluate --model registration "${cache[@]}" \
     "${protocol[@]}" --extent "$extent" --label "registration (syn)" --out "$registration"
 done
