@@ -238,9 +238,12 @@ def class_choice(fitted: Callable[[Sequence[int], str | None], tuple[float, ...]
             losses[form][1] += count
             predictions[form] += [(logistic(x, coefficients), y.astype(bool)) for x, y in held]
     mean_loss = {form: total / count if count else math.nan for form, (total, count) in losses.items()}
-    form = min(forms, key=lambda f: (not mean_loss[f] < math.inf, mean_loss[f], forms.index(f)))
+    scored = [f for f in forms if not math.isnan(mean_loss[f])]
+    form = min(scored, key=lambda f: (mean_loss[f], forms.index(f))) if scored else forms[0]
     dice = {t: sampled_dice(predictions[form], t) for t in thresholds}
-    threshold = max(thresholds, key=lambda t: (dice[t] if dice[t] == dice[t] else -1.0, -abs(t - 0.5)))
+    scored = [t for t in thresholds if not math.isnan(dice[t])]
+    threshold = (max(scored, key=lambda t: (dice[t], -abs(t - 0.5))) if scored
+                 else min(thresholds, key=lambda t: abs(t - 0.5)))
     coefficients = fitted(folds, class_name if form == "class" else None)
     return {"form": form, "threshold": threshold, "coefficients": with_threshold(coefficients, threshold),
             "inner_log_loss": mean_loss, "inner_sampled_dice": {str(t): d for t, d in dice.items()}}
