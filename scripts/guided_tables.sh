@@ -29,20 +29,20 @@
 #    writing results/guided/NAME[-learned]/DATASET-setting1/selection.json (NAME below);
 #    with SELECTION (a selection.json made on another data set, or on this one at 1 shot): nothing is chosen;
 # 3. `medfss evaluate --guidance registration --guidance-selection` scores every fold with its choice
-#    (SELECTION of another data set: every fold with its best-overall choice) under both protocols, beside the same models
-#    without guidance (the position rule) and registration alone (these two reused when already scored: delete
-#    them to score again, e.g. on other supports), on the same folds and supports, into
-#    results/guided/{NAME[-learned],NAME-position,registration-syn}/DATASET-setting1[-extent-estimated]/, NAME being
-#    MODEL_cpu[-TAG].
+#    (SELECTION of another data set: every fold with its best-overall choice) under both protocols, beside the
+#    same models without guidance (the position rule) and registration alone (these two reused when already
+#    scored: delete them to score again, e.g. on other supports), on the same folds and supports, into
+#    results/guided/{NAME[-learned...],NAME-position,registration-syn}/DATASET-setting1[-kshot][-extent-estimated]/,
+#    NAME being MODEL_cpu[-TAG].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 dataset=$2 folds=$3 supports=$4
 shift 4
 selection=${SELECTION:-}
 fusion=${FUSION:-learned}
-per_class=()
-[ -n "${PER_CLASS:-}" ] && per_class+=(--per-class)
-[ -n "${THRESHOLDS:-}" ] && per_class+=(--class-thresholds "$THRESHOLDS")
+fit_options=() fitted="per fold"
+[ -n "${PER_CLASS:-}" ] && fit_options+=(--per-class) fitted="per fold and class"
+[ -n "${THRESHOLDS:-}" ] && fit_options+=(--class-thresholds "$THRESHOLDS") fitted="$fitted, class thresholds chosen"
 name=${model}_cpu${TAG:+-$TAG}
 recipe="CPU preset${TAG:+, $TAG: $*}"
 runs=runs/$name/${dataset}-setting1
@@ -58,9 +58,9 @@ if [ -z "$selection" ]; then
   selection=$out/selection.json
   .venv/bin/medfss select-guidance --model "$model" --checkpoint "$checkpoint" --dataset "$dataset" \
     --folds "$folds" --support-index "${SELECTION_SUPPORTS:-$supports}" --shots "$shots" --fusion "$fusion" \
-    "${per_class[@]}" \
-    --quiet "${cache[@]}" --out "$out"
-  label="$model ($recipe) + registration guidance, $fusion fusion $([ "$fusion" = learned ] && echo fitted || echo chosen) per fold${PER_CLASS:+ and class}${THRESHOLDS:+, class thresholds chosen} on the other folds"
+    "${fit_options[@]}" --quiet "${cache[@]}" --out "$out"
+  how=$([ "$fusion" = learned ] && echo "fitted $fitted" || echo "chosen per fold")
+  label="$model ($recipe) + registration guidance, $fusion fusion $how on the other folds"
 else
   label="$model ($recipe) + registration guidance, fusion of $selection"
 fi
