@@ -130,7 +130,7 @@ def test_nested_learned_fusion_fits_each_fold_on_the_other_folds_only():
     assert "classes" not in selection["folds"]["0"]
 
 
-def class_samples(rng, fold, rules):
+def class_samples(rng, rules):
     """A fold's voxels per class; class c's labels follow its own feature (rules[c]), as organs of unlike shape."""
     samples = {}
     for class_name, feature in rules.items():
@@ -144,7 +144,7 @@ def test_a_class_keeps_its_own_fit_only_where_held_out_folds_prefer_it():
 
     rng = np.random.default_rng(0)
     unlike = {"LV-BP": "prior_0mm", "LV-MYO": "signed_distance_cm"}
-    samples = {f: class_samples(rng, f, unlike) for f in range(3)}
+    samples = {f: class_samples(rng, unlike) for f in range(3)}
     selection = nested_learned_fusion(samples, GuidanceConfig(), per_class=True)
     for fit in (*selection["folds"].values(), selection["best_overall"]):
         for name, feature in unlike.items():
@@ -152,7 +152,7 @@ def test_a_class_keeps_its_own_fit_only_where_held_out_folds_prefer_it():
             assert entry["form"] == "class" and entry["inner_log_loss"]["class"] < entry["inner_log_loss"]["shared"]
             weights = dict(zip(FEATURES, entry["config"]["coefficients"][1:]))
             assert max(weights, key=lambda n: abs(weights[n])) == feature  # the class's own rule
-    alike = {f: class_samples(rng, f, {"liver": "prior_0mm", "spleen": "prior_0mm"}) for f in range(3)}
+    alike = {f: class_samples(rng, {"liver": "prior_0mm", "spleen": "prior_0mm"}) for f in range(3)}
     selection = nested_learned_fusion(alike, GuidanceConfig(), per_class=True,
                                       fit=lambda pairs, features: coefficients(0.0, prior_0mm=8.0))
     assert {e["form"] for e in selection["folds"]["0"]["classes"].values()} == {"shared"}  # ties keep the shared
@@ -162,7 +162,7 @@ def test_the_per_class_choice_of_a_test_fold_never_sees_that_fold():
     from medfss.registration.selection import nested_learned_fusion
 
     rng = np.random.default_rng(1)
-    samples = {f: class_samples(rng, f, {"RV": "prior_0mm", "LV-MYO": "prior_5mm"}) for f in range(4)}
+    samples = {f: class_samples(rng, {"RV": "prior_0mm", "LV-MYO": "prior_5mm"}) for f in range(4)}
     for f, pairs in samples.items():  # every voxel carries its fold in a feature no class's rule reads
         for x, _ in (pair for class_pairs in pairs.values() for pair in class_pairs):
             x[:, FEATURES.index("appearance_log_ratio")] = f
