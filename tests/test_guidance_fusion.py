@@ -257,3 +257,13 @@ def test_a_class_takes_the_threshold_that_gave_the_best_held_out_dice():
     assert entry["inner_sampled_dice"]["0.9"] > entry["inner_sampled_dice"]["0.5"]
     assert entry["config"]["coefficients"][0] == pytest.approx(-10.0 - np.log(9.0))
     assert selection["thresholds"] == [0.3, 0.5, 0.9] and not selection["per_class"]
+
+
+def test_the_log_loss_of_held_out_predictions_is_their_summed_negative_log_likelihood():
+    from medfss.registration.selection import log_loss
+
+    predictions = [(np.array([0.5, 0.5], np.float32), np.array([True, False])),
+                   (np.array([0.8], np.float32), np.array([False]))]
+    loss, count = log_loss(predictions)
+    assert count == 3 and loss == pytest.approx(2 * np.log(2) - np.log(0.2), rel=1e-6)
+    assert log_loss([]) == (0.0, 0)

@@ -172,17 +172,19 @@ def pairs_of(samples: Samples, folds: Sequence[int], class_name: str | None = No
     return [pair for f in folds for c, pairs in samples[f].items() if class_name in (None, c) for pair in pairs]
 
 
-def log_loss(pairs: Pairs, coefficients: Sequence[float]) -> tuple[float, int]:
-    """Eq. 1's summed negative log-likelihood of the labels of ``pairs``, and their voxel count."""
-    if not pairs:
+Predictions = list[tuple[np.ndarray, np.ndarray]]  # (eq. 1's p [n], labels [n]) per query
+
+
+def log_loss(predictions: Predictions) -> tuple[float, int]:
+    """The summed negative log-likelihood of the labels under ``predictions``, and their voxel count."""
+    if not predictions:
         return 0.0, 0
-    features = np.concatenate([x for x, _ in pairs])  # [n, F]
-    labels = np.concatenate([y for _, y in pairs]).astype(bool)  # [n]
-    p = np.clip(logistic(features, coefficients).astype(np.float64), 1e-7, 1 - 1e-7)
+    p = np.clip(np.concatenate([p for p, _ in predictions]).astype(np.float64), 1e-7, 1 - 1e-7)  # [n]
+    labels = np.concatenate([y for _, y in predictions])  # [n]
     return float(-np.sum(np.where(labels, np.log(p), np.log1p(-p)))), len(labels)
 
 
-def sampled_dice(predictions: Sequence[tuple[np.ndarray, np.ndarray]], threshold: float) -> float:
+def sampled_dice(predictions: Predictions, threshold: float) -> float:
     """Mean over queries of the Dice of ``p > threshold`` on each query's sampled voxels [(p [n], labels [n])].
 
     The voxels of a query are a uniform sample of its predicted slices
@@ -191,12 +193,8 @@ def sampled_dice(predictions: Sequence[tuple[np.ndarray, np.ndarray]], threshold
     largest-component step). A query whose sample holds neither a label nor
     a prediction is left out.
     """
-    scores = []
-    for p, labels in predictions:
-        predicted = p > threshold
-        both, total = np.sum(predicted & labels), np.sum(predicted) + np.sum(labels)
-        if total:
-            scores.append(200.0 * both / total)
+    scores = [overlap_scores(p > threshold, labels).dice for p, labels in predictions
+              if labels.any() or (p > threshold).any()]
     return float(np.mean(scores)) if scores else math.nan
 
 
@@ -224,8 +222,7 @@ def class_choice(fitted: Callable[[Sequence[int], str | None], tuple[float, ...]
     (:func:`with_threshold`). With fewer than two folds nothing can be held
     out: the first form and the threshold nearest 1/2 are kept.
     """
-    losses = {form: [0.0, 0] for form in forms}
-    predictions: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {form: [] for form in forms}
+    predictions: dict[str, Predictions] = {form: [] for form in forms}  # held-out, every fold of ``folds``
     for held_out in folds if len(folds) >= 2 else ():
         rest = [f for f in folds if f != held_out]
         held = pairs_of(samples, [held_out], class_name)
@@ -233,11 +230,11 @@ def class_choice(fitted: Callable[[Sequence[int], str | None], tuple[float, ...]
             continue
         for form in forms:
             coefficients = fitted(rest, class_name if form == "class" else None)
-            loss, count = log_loss(held, coefficients)
-            losses[form][0] += loss
-            losses[form][1] += count
             predictions[form] += [(logistic(x, coefficients), y.astype(bool)) for x, y in held]
-    mean_loss = {form: total / count if count else math.nan for form, (total, count) in losses.items()}
+    mean_loss = {}
+    for form in forms:
+        loss, count = log_loss(predictions[form])
+        mean_loss[form] = loss / count if count else math.nan
     scored = [f for f in forms if not math.isnan(mean_loss[f])]
     form = min(scored, key=lambda f: (mean_loss[f], forms.index(f))) if scored else forms[0]
     dice = {t: sampled_dice(predictions[form], t) for t in thresholds}
