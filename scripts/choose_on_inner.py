@@ -1,12 +1,14 @@
 """Choose a setting per test fold on the inner validation split (``INNER=1 bash scripts/cpu_tables.sh``).
 
-    .venv/bin/python scripts/choose_on_inner.py OUT.json NAME=results/MODEL_cpu[-TAG]-inner/DATASET-settingS ...
+    .venv/bin/python scripts/choose_on_inner.py [--other-folds] OUT.json NAME=results/.../DATASET-settingS ...
     e.g. .venv/bin/python scripts/choose_on_inner.py results/adnet_cpu-scales-choice/CHAOST2-setting1.json \
            single=results/adnet_cpu-inner/CHAOST2-setting1 scales-1-4=results/adnet_cpu-scales-1-4-inner/CHAOST2-setting1
 
 Each candidate's model for test fold F was trained without fold F and without V = F + 1 (mod the number
 of folds) and scored on V; the candidate with the best mean Dice on V is F's choice (ties: the first
-named). Fold F's volumes play no part in its choice. Writes OUT.json (the inner Dice of every candidate
+named). With --other-folds, for settings that train nothing (registration's, scripts/registration_settings.sh),
+every candidate was scored on every fold, and F's choice is the best mean Dice over all folds but F.
+Either way fold F's volumes play no part in its choice. Writes OUT.json (the inner Dice of every candidate
 and fold, the choices, the provenance) and prints the table.
 """
 
@@ -23,24 +25,30 @@ from medfss.provenance import provenance
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 3 or any("=" not in arg for arg in argv[2:]):
+    other_folds = "--other-folds" in argv[1:2]
+    args = argv[2:] if other_folds else argv[1:]
+    if len(args) < 2 or any("=" not in arg for arg in args[1:]):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
-    out = Path(argv[1])
-    candidates = dict(arg.split("=", 1) for arg in argv[2:])
+    out = Path(args[0])
+    candidates = dict(arg.split("=", 1) for arg in args[1:])
     results = {name: json.loads((Path(folder) / "results.json").read_text()) for name, folder in candidates.items()}
     validation_folds = [tuple(r["protocol"]["folds"]) for r in results.values()]
     if len(set(validation_folds)) != 1:
         print(f"medfss: the candidates scored different folds: {validation_folds}", file=sys.stderr)
         return 2
     n_folds = get_dataset_spec(next(iter(results.values()))["protocol"]["dataset"]).n_folds
+    scored = validation_folds[0]
+    if other_folds:
+        splits = {test: [fold for fold in scored if fold != test] for test in scored}
+    else:
+        splits = {(validation - 1) % n_folds: [validation] for validation in scored}
     choices = {}
-    for validation in validation_folds[0]:
-        test = (validation - 1) % n_folds
-        inner = {name: restricted_mean_dice(result, [validation]) for name, result in results.items()}
+    for test, validation in splits.items():
+        inner = {name: restricted_mean_dice(result, validation) for name, result in results.items()}
         best = max(inner, key=lambda name: (inner[name], -list(inner).index(name)))
-        choices[str(test)] = {"validation_fold": validation, "inner_mean_dice": inner, "choice": best}
-        print(f"test fold {test}: validation fold {validation}: "
+        choices[str(test)] = {"validation_folds": validation, "inner_mean_dice": inner, "choice": best}
+        print(f"test fold {test}: validation folds {','.join(map(str, validation))}: "
               + ", ".join(f"{name} {dice:.2f}" for name, dice in inner.items()) + f" -> {best}")
     record = {"candidates": candidates, "folds": choices, "provenance": provenance(argv)}
     write_text_atomic(json.dumps(record, indent=1) + "\n", out)

@@ -31,10 +31,23 @@ def test_each_test_fold_takes_the_best_candidate_on_the_next_fold(tmp_path, caps
     assert load_script().main(["choose_on_inner.py", str(out), f"one={a}", f"two={b}"]) == 0
     folds = json.loads(out.read_text())["folds"]
     # CHAOST2's 5 folds: test fold 0 is validated on 1, 1 on 2 (a tie: the first named), 4 on 0
-    assert {test: (f["validation_fold"], f["choice"]) for test, f in folds.items()} == {
-        "0": (1, "two"), "1": (2, "one"), "4": (0, "one")}
+    assert {test: (f["validation_folds"], f["choice"]) for test, f in folds.items()} == {
+        "0": ([1], "two"), "1": ([2], "one"), "4": ([0], "one")}
     assert folds["0"]["inner_mean_dice"] == {"one": 50.0, "two": 55.0}
-    assert "test fold 0: validation fold 1: one 50.00, two 55.00 -> two" in capsys.readouterr().out
+    assert "test fold 0: validation folds 1: one 50.00, two 55.00 -> two" in capsys.readouterr().out
+
+
+def test_with_other_folds_each_test_fold_takes_the_best_candidate_over_the_folds_but_itself(tmp_path, capsys):
+    a = inner_results(tmp_path / "a", {0: 90.0, 1: 50.0, 2: 60.0})
+    b = inner_results(tmp_path / "b", {0: 10.0, 1: 56.0, 2: 58.0})
+    out = tmp_path / "choice.json"
+    assert load_script().main(["choose_on_inner.py", "--other-folds", str(out), f"one={a}", f"two={b}"]) == 0
+    folds = json.loads(out.read_text())["folds"]
+    # fold 0 is chosen on folds 1-2 (57 against 55), where "two" wins although "one" is far better on fold 0
+    assert {test: (f["validation_folds"], f["choice"]) for test, f in folds.items()} == {
+        "0": ([1, 2], "two"), "1": ([0, 2], "one"), "2": ([0, 1], "one")}
+    assert folds["0"]["inner_mean_dice"] == {"one": 55.0, "two": 57.0}
+    assert "test fold 0: validation folds 1,2: one 55.00, two 57.00 -> two" in capsys.readouterr().out
 
 
 def test_candidates_scored_on_different_folds_are_refused(tmp_path, capsys):
