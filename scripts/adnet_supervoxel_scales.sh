@@ -4,8 +4,11 @@
 # and 50: data.pseudolabel_scales=[1, 4]), then scored on the test folds of settings 1 and 2 with the
 # same choice per fold (the sizes are a property of the supervoxels, not of the slices a setting drops).
 # The steps and where they write: scripts/inner_choice.sh (the chosen models' scores under the name
-# they were first committed with, results/adnet_cpu-inner-choice).
+# they were first committed with, results/adnet_cpu-inner-choice). With CHOICE_SETTING=2 the choice is
+# made on setting 2's own inner split (ten models per candidate) and scored in setting 2 only, into
+# results/adnet_cpu-scales-1-4-setting2-choice.
 #
-#   bash scripts/adnet_supervoxel_scales.sh
+#   [CHOICE_SETTING=2] bash scripts/adnet_supervoxel_scales.sh
 set -euo pipefail
-NAME=adnet_cpu-inner-choice exec bash "$(dirname "$0")/inner_choice.sh" adnet scales-1-4 --set 'data.pseudolabel_scales=[1, 4]'
+[ "${CHOICE_SETTING:-1}" = 1 ] && export NAME=${NAME:-adnet_cpu-inner-choice}
+exec bash "$(dirname "$0")/inner_choice.sh" adnet scales-1-4 --set 'data.pseudolabel_scales=[1, 4]'
