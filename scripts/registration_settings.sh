@@ -20,14 +20,15 @@ cd "$(dirname "$0")/.."
 if [ $# -ne 2 ]; then sed -n 3,4p "$0" >&2; exit 2; fi
 dataset=$1 supports=$2
 folds=0,1,2,3,4
-# ANTsPy's default (the floor's row), its full-resolution level added (the default skips it), and the
-# cross-correlation metric of ANTs' SyNCC (both stages), the usual choice between scans of one modality.
+# ANTsPy's default (the floor's row), and its full-resolution level added (the default skips it). Cross-
+# correlation (--registration-metric CC, the metric of ANTs' SyNCC) was a third candidate and is not one:
+# the option sets both stages, and CC on the affine stage did not finish one pair in 17 minutes at one
+# thread (mattes: about 40 s), beyond any use in `medfss segment`.
 declare -A candidates=(
   [syn]="--registration-iterations 40,20,0"
   [syn-full-resolution]="--registration-iterations 40,20,10"
-  [syn-cc]="--registration-metric CC"
 )
-order=(syn syn-full-resolution syn-cc)
+order=(syn syn-full-resolution)
 settings=results/floors/registration-settings
 cache=(--registration-cache runs/registration-cache)
 scored=()
