@@ -21,6 +21,9 @@
 # data set, each fold keeps the fusion fitted at 1 shot on the other folds, e.g.
 #   SHOTS=2 SELECTION=results/guided/alpnet_cpu-learned/CHAOST2-setting1/selection.json \
 #     bash scripts/guided_tables.sh alpnet CHAOST2 0,1,2,3,4 0,1,2
+# REGISTRATION_ITERATIONS=40,20,10 registers with that SyN schedule (default ANTsPy's 40,20,0), for the
+# guidance and registration alone, e.g. the schedule scripts/registration_settings.sh chose on training folds;
+# results go to NAME...-syn-40-20-10 and registration-syn-40-20-10.
 #
 # 1. one model per fold (scripts/cpu_tables.sh, reused when trained) and the registration of every
 #    support onto every query (cached in runs/registration-cache, as scripts/registration_tables.sh);
@@ -51,8 +54,13 @@ shots=${SHOTS:-1}
 folder=${dataset}-setting1$([ "$shots" = 1 ] || echo "-${shots}shot")
 out=$out/$folder
 checkpoint="$runs/fold{fold}/model.pt"
+schedule=() syn=syn
+if [ -n "${REGISTRATION_ITERATIONS:-}" ]; then
+  schedule=(--registration-iterations "$REGISTRATION_ITERATIONS") syn=syn-${REGISTRATION_ITERATIONS//,/-}
+  out=${out%/*}-$syn/$folder
+fi
 SUPPORTS=$supports TRAIN_ONLY=1 bash scripts/cpu_tables.sh "$model" "$dataset" 1 "$folds" "$@"
-cache=(--registration-cache runs/registration-cache)
+cache=(--registration-cache runs/registration-cache "${schedule[@]}")
 protocol=(--dataset "$dataset" --folds "$folds" --support-index "$supports" --shots "$shots" --quiet)
 if [ -z "$selection" ]; then
   selection=$out/selection.json
@@ -64,6 +72,7 @@ if [ -z "$selection" ]; then
 else
   label="$model ($recipe) + registration guidance, fusion of $selection"
 fi
+[ "$syn" = syn ] || label="$label, SyN ${REGISTRATION_ITERATIONS}"
 for extent in estimated gt; do
   suffix=$([ "$extent" = gt ] && echo "" || echo "-extent-estimated")
   .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" "${protocol[@]}" --extent "$extent" \
@@ -72,8 +81,8 @@ for extent in estimated gt; do
   position=results/guided/$name-position/$folder$suffix
   [ -f "$position/results.json" ] || .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" \
     "${protocol[@]}" --extent "$extent" --label "$model ($recipe), same models without guidance" --out "$position"
-  registration=results/guided/registration-syn/$folder$suffix
+  registration=results/guided/registration-$syn/$folder$suffix
   [ -f "$registration/results.json" ] || .venv/bin/medfss evaluate --model registration "${cache[@]}" \
-    "${protocol[@]}" --extent "$extent" --label "registration (syn)" --out "$registration"
+    "${protocol[@]}" --extent "$extent" --label "registration ($syn)" --out "$registration"
 done
 .venv/bin/medfss report results --out results/README.md
