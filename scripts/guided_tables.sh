@@ -52,13 +52,12 @@ runs=runs/$name/${dataset}-setting1
 out=results/guided/$name$([ "$fusion" = learned ] && echo -learned)${PER_CLASS:+-per-class}${THRESHOLDS:+-thresholds}
 shots=${SHOTS:-1}
 folder=${dataset}-setting1$([ "$shots" = 1 ] || echo "-${shots}shot")
-out=$out/$folder
-checkpoint="$runs/fold{fold}/model.pt"
 schedule=() syn=syn
 if [ -n "${REGISTRATION_ITERATIONS:-}" ]; then
-  schedule=(--registration-iterations "$REGISTRATION_ITERATIONS") syn=syn-${REGISTRATION_ITERATIONS//,/-}
-  out=${out%/*}-$syn/$folder
+  schedule=(--registration-iterations "$REGISTRATION_ITERATIONS") syn=syn-${REGISTRATION_ITERATIONS//,/-} out=$out-$syn
 fi
+out=$out/$folder
+checkpoint="$runs/fold{fold}/model.pt"
 SUPPORTS=$supports TRAIN_ONLY=1 bash scripts/cpu_tables.sh "$model" "$dataset" 1 "$folds" "$@"
 cache=(--registration-cache runs/registration-cache "${schedule[@]}")
 protocol=(--dataset "$dataset" --folds "$folds" --support-index "$supports" --shots "$shots" --quiet)

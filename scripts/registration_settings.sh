@@ -17,7 +17,7 @@
 # Registrations are cached in runs/registration-cache (shared with scripts/registration_tables.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ $# -ne 2 ]; then sed -n 3,4p "$0" >&2; exit 2; fi
+if [ $# -ne 2 ]; then sed -n 4,5p "$0" >&2; exit 2; fi
 dataset=$1 supports=$2
 folds=0,1,2,3,4
 # ANTsPy's default (the floor's row), and its full-resolution level added (the default skips it). Cross-
@@ -30,14 +30,19 @@ declare -A candidates=(
 )
 order=(syn syn-full-resolution)
 settings=results/floors/registration-settings
-cache=(--registration-cache runs/registration-cache)
+
+score() {  # CANDIDATE OUT [evaluate options]: registration with the candidate's schedule, unless OUT is scored
+  local name=$1 out=$2; shift 2
+  # shellcheck disable=SC2086  # the candidate's flags are words
+  [ -f "$out/results.json" ] || .venv/bin/medfss evaluate --model registration --registration-transform syn \
+    ${candidates[$name]} --registration-cache runs/registration-cache --dataset "$dataset" --quiet --out "$out" "$@"
+}
+
 scored=()
 for name in "${order[@]}"; do
   out=$settings/$name/$dataset-setting1-extent-estimated
-  # shellcheck disable=SC2086  # the candidate's flags are words
-  [ -f "$out/results.json" ] || .venv/bin/medfss evaluate --model registration --registration-transform syn \
-    ${candidates[$name]} "${cache[@]}" --dataset "$dataset" --folds $folds --support-index 0 --extent estimated \
-    --quiet --label "registration (syn, ${candidates[$name]}), a candidate setting" --out "$out"
+  score "$name" "$out" --folds $folds --support-index 0 --extent estimated \
+    --label "registration (syn, ${candidates[$name]}), a candidate setting"
   scored+=("$name=$out")
 done
 choice=$settings/$dataset-setting1-choice.json
@@ -52,10 +57,7 @@ while read -r name chosen_folds; do
   for extent in estimated gt; do
     out=results/floors/registration-syn-tuned/$dataset-setting1$([ "$extent" = gt ] || echo -extent-estimated)
     [ "$groups" = 1 ] || out=$out/$name
-    # shellcheck disable=SC2086
-    [ -f "$out/results.json" ] || .venv/bin/medfss evaluate --model registration --registration-transform syn \
-      ${candidates[$name]} "${cache[@]}" --dataset "$dataset" --folds "$chosen_folds" --support-index "$supports" \
-      --extent "$extent" --quiet --out "$out" \
+    score "$name" "$out" --folds "$chosen_folds" --support-index "$supports" --extent "$extent" \
       --label "registration (syn), settings chosen per fold on the other folds ($name: ${candidates[$name]}; $choice)"
   done
 done <<< "$chosen"
