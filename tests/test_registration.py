@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
 import nibabel as nib
@@ -510,3 +511,142 @@ def test_a_guide_gives_a_class_of_a_fold_its_own_config_and_every_other_the_fold
     record = guide.record()
     assert record["fold_configs"]["0"]["network_weight"] == 0.25
     assert record["class_configs"] == {"0": {"LV-MYO": asdict(myocardium)}}
+
+
+def test_a_registration_check_measures_the_volume_ratio_and_the_correlation_and_names_the_failure():
+    from medfss.registration.guided import GuidanceConfig, check_registration, registration_failure
+
+    image, mask = blob_volume()
+    warped_mask = mask.copy()
+    warped_mask[:, :, :12] = False
+    check = check_registration(SupportScan(image, mask, (1.0, 1.0, 2.0)), SupportScan(image, warped_mask),
+                               image, (1.0, 1.0, 4.0))  # the query's voxels are twice as deep
+    assert check.support_ml == pytest.approx(mask.sum() * 2 / 1000)
+    assert check.volume_ratio == pytest.approx(2 * warped_mask.sum() / mask.sum())
+    assert check.correlation == pytest.approx(1.0)
+    assert registration_failure(check, GuidanceConfig()) is None
+    assert "mL" in registration_failure(check, GuidanceConfig(max_volume_ratio=1.01))
+    flipped = check_registration(SupportScan(image, mask), SupportScan(-image, mask), image, (1.0, 1.0, 1.0))
+    assert flipped.correlation == pytest.approx(-1.0) and "r = -1.00" in registration_failure(flipped, GuidanceConfig())
+    empty = check_registration(SupportScan(image, np.zeros_like(mask)), SupportScan(image, mask), image, (1, 1, 1))
+    assert np.isnan(empty.volume_ratio) and registration_failure(empty, GuidanceConfig(max_volume_ratio=100))
+
+
+def test_a_results_file_reads_back_into_the_evaluation_it_was_written_from(pair_dataset):
+    from medfss.evaluation.protocol import EvaluationResult
+    from medfss.registration.guided import GuidedPredictor
+
+    image, mask = blob_volume()
+    data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
+    result = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), IdentityRegistrations()),
+                      ProtocolConfig(dataset="TOY", folds=(0,), extent="estimated"), progress=False)
+    again = EvaluationResult.from_json(result.to_json())
+    assert again.config == result.config and again.mean_dice == result.mean_dice
+    assert again.to_json() == result.to_json()
+
+
+def _thresholds_case():
+    """Three folds, one class, two queries a fold: registration B of each fold is bad (ratio 2.5, guided Dice 10).
+
+    The position rule scores 50 everywhere; fold 2's good registration has ratio 1.8 and guided Dice 90.
+    """
+    from medfss.evaluation.metrics import SegmentationScores
+    from medfss.evaluation.protocol import EvaluationResult, QueryResult, RunResult
+    from medfss.registration.guided import RegistrationCheck
+
+    def result(dice: dict) -> EvaluationResult:
+        protocol = ProtocolConfig(dataset="TOY", classes=("liver",), folds=(0, 1, 2), extent="estimated")
+        runs = tuple(RunResult(f, 0, ("s",), "liver", tuple(
+            QueryResult(q, SegmentationScores(dice=dice[(f, q)], jaccard=0.0, hd95=0.0, asd=0.0)) for q in "AB")
+        ) for f in (0, 1, 2))
+        return EvaluationResult("x", protocol, runs, 0.0)
+
+    guided = result({(f, q): 10.0 if q == "B" else 90.0 for f in (0, 1, 2) for q in "AB"})
+    fallback = result({(f, q): 50.0 for f in (0, 1, 2) for q in "AB"})
+    ratio = {"A": 1.1, "B": 2.5}
+    checks = {(f, 0, "liver", q): RegistrationCheck(1.0, 1.8 if (f, q) == (2, "A") else ratio[q], 0.8)
+              for f in (0, 1, 2) for q in "AB"}
+    return guided, fallback, checks
+
+
+def test_thresholded_scores_take_the_fallback_exactly_where_the_registration_is_rejected():
+    from medfss.registration.failure import FailureThresholds, thresholded
+
+    guided, fallback, checks = _thresholds_case()
+    scores = {(r.fold, q.case_id): q.scores.dice for r in thresholded(guided, fallback, checks,
+                                                                       FailureThresholds(2.0, 0.2)).runs
+              for q in r.queries}
+    assert scores == {(0, "A"): 90, (0, "B"): 50, (1, "A"): 90, (1, "B"): 50, (2, "A"): 90, (2, "B"): 50}
+    del checks[(1, 0, "liver", "A")]
+    with pytest.raises(ConfigError, match="no registration check"):
+        thresholded(guided, fallback, checks, FailureThresholds(2.0, 0.2))
+
+
+def test_failure_thresholds_are_chosen_per_fold_on_the_other_folds_and_ties_keep_the_first():
+    from medfss.registration.failure import FailureThresholds, nested_failure_thresholds, untrusted
+
+    guided, fallback, checks = _thresholds_case()
+    candidates = [FailureThresholds(3.0, 0.2), FailureThresholds(5.0, 0.0), FailureThresholds(2.0, 0.2),
+                  FailureThresholds(1.5, 0.2)]
+    chosen = nested_failure_thresholds(guided, fallback, checks, candidates)
+    ratios = {f: c["config"]["max_volume_ratio"] for f, c in chosen["folds"].items()}
+    # 3 and 5 trust everything (50 a fold) and tie: 3 comes first; 2 rejects the B's (70); 1.5 also fold 2's A
+    assert [row["rejected"] for row in chosen["table"]] == [0, 0, 3, 4]
+    assert ratios == {"0": 2.0, "1": 2.0, "2": 2.0}  # for fold 2, folds 0-1 prefer 2 over 1.5 (70 = 70: first)
+    assert chosen["nested_mean_dice"] == pytest.approx(70.0)
+    assert untrusted(checks, {(f, "liver"): FailureThresholds(3.0, 0.2) for f in (0, 1, 2)}) == []
+    assert len(untrusted(checks, {(f, "liver"): FailureThresholds(2.0, 0.2) for f in (0, 1, 2)})) == 3
+
+
+def test_a_guided_selection_takes_each_folds_failure_thresholds_in_every_config():
+    from medfss.registration.failure import with_thresholds
+    from medfss.registration.guided import GuidanceConfig
+
+    shared = asdict(GuidanceConfig())
+    selection = {"folds": {"0": {"config": shared, "classes": {"liver": {"config": shared, "form": "class"}}},
+                           "1": {"config": shared}},
+                 "best_overall": {"config": shared}}
+    chosen = {"folds": {"0": {"config": {"max_volume_ratio": 2.0, "min_correlation": 0.5}},
+                        "1": {"config": {"max_volume_ratio": 5.0, "min_correlation": 0.0}}},
+              "best_overall": {"config": {"max_volume_ratio": 1.5, "min_correlation": 0.4}}}
+    updated = with_thresholds(selection, chosen)
+    assert updated["folds"]["0"]["classes"]["liver"]["config"]["max_volume_ratio"] == 2.0
+    assert updated["folds"]["0"]["classes"]["liver"]["form"] == "class"
+    assert updated["folds"]["1"]["config"]["min_correlation"] == 0.0
+    assert updated["best_overall"]["config"]["max_volume_ratio"] == 1.5
+    assert updated["folds"]["0"]["config"]["coefficients"] == shared["coefficients"]
+    assert selection["folds"]["0"]["config"]["max_volume_ratio"] == 3.0  # the input is left as it was
+    assert updated["failure_thresholds"] is chosen
+
+
+def test_registration_checks_measure_every_support_query_and_class_of_the_protocol(pair_dataset):
+    from medfss.registration.failure import registration_checks
+
+    image, mask = blob_volume()
+    data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
+    checks = registration_checks(data, IdentityRegistrations(), ProtocolConfig(dataset="TOY", folds=(0,)),
+                                 progress=False)
+    assert list(checks) == [(0, 0, "organ", "q")]
+    assert checks[(0, 0, "organ", "q")].volume_ratio == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="one shot"):
+        registration_checks(data, IdentityRegistrations(), ProtocolConfig(dataset="TOY", folds=(0,), shots=2))
+
+
+def test_select_failure_thresholds_refuses_a_gt_extent_evaluation_in_one_line(tmp_path, capsys, pair_dataset):
+    from medfss.cli import main
+    from medfss.registration.guided import GuidedPredictor
+
+    image, mask = blob_volume()
+    data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
+    result = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), IdentityRegistrations()),
+                      ProtocolConfig(dataset="TOY", folds=(0,)), progress=False).to_json()
+    (tmp_path / "guided.json").write_text(json.dumps({**result, "guidance": {}}))
+    code = main(["select-failure-thresholds", "--guided", str(tmp_path / "guided.json"), "--fallback",
+                 str(tmp_path / "guided.json"), "--selection", str(tmp_path / "s.json"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--extent estimated" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    code = main(["select-failure-thresholds", "--guided", str(tmp_path / "missing.json"), "--fallback",
+                 str(tmp_path / "guided.json"), "--selection", str(tmp_path / "s.json"), "--out", str(tmp_path / "o")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err

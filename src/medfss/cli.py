@@ -270,6 +270,88 @@ def cmd_select_guidance(args) -> int:
     return 0
 
 
+def _read_result(path: Path, role: str):
+    """An evaluation's results.json, or a one-line error naming its ``role``."""
+    from medfss.evaluation.protocol import EvaluationResult
+
+    try:
+        record = json.loads(Path(path).read_text())
+        return record, EvaluationResult.from_json(record)
+    except FileNotFoundError:
+        raise ConfigError(f"{role} {path} does not exist (write it with 'medfss evaluate')") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{role} {path} is not a results.json of 'medfss evaluate' "
+                          f"({type(error).__name__}: {error})") from None
+
+
+def cmd_select_failure_thresholds(args) -> int:
+    from medfss.data.datasets import Dataset
+    from medfss.data.io import write_text_atomic
+    from medfss.provenance import provenance
+    from medfss.registration.ants import RegistrationConfig
+    from medfss.registration.failure import (FailureThresholds, nested_failure_thresholds, registration_checks,
+                                             untrusted, with_thresholds)
+    from medfss.registration.guided import GuidanceConfig
+    from medfss.registration.predictor import RegistrationPredictor
+    from medfss.registration.selection import read_fold_configs
+
+    guided_record, guided = _read_result(args.guided, "--guided")
+    _, fallback = _read_result(args.fallback, "--fallback")
+    if "guidance" not in guided_record:
+        raise ConfigError(f"--guided {args.guided} was not scored with --guidance registration")
+    for name, result in (("--guided", guided), ("--fallback", fallback)):
+        if result.config.extent != "estimated":
+            raise ConfigError(f"{name} must score the tool's output (--extent estimated): the thresholds are "
+                              "chosen without any query label")
+    if guided.config != fallback.config:
+        raise ConfigError("--guided and --fallback must score the same protocol (data set, folds, supports, "
+                          "classes); they differ")
+    config = guided.config
+    dataset = Dataset.from_name(config.dataset, args.data_root)
+    fold_configs, class_configs = read_fold_configs(args.selection, config.dataset, config.folds)
+    registration = RegistrationPredictor(RegistrationConfig(**guided_record["guidance"]["registration"]),
+                                         cache_dir=args.registration_cache)
+    try:
+        candidates = [FailureThresholds.of(GuidanceConfig())] + [
+            FailureThresholds(r, c) for r in args.ratios for c in args.correlations]
+    except ConfigError as error:
+        raise ConfigError(f"--ratios / --correlations: {error}") from None
+    announce_new_folder(args.out)
+    checks = registration_checks(dataset, registration, config, progress=not args.quiet)
+    scored_with = {(f, c): FailureThresholds.of(class_configs.get(f, {}).get(c, fold_configs[f]))
+                   for f in config.folds for c in config.classes}
+    rejected = untrusted(checks, scored_with)
+    if rejected:
+        raise ConfigError(f"the guided evaluation rejected {len(rejected)} registrations itself (e.g. fold "
+                          f"{rejected[0][0]}, support {rejected[0][1]}, {rejected[0][2]}, query {rejected[0][3]}): "
+                          "their guided scores are unknown, so thresholds that trust them cannot be scored")
+    chosen = nested_failure_thresholds(guided, fallback, checks, candidates)
+    for fold, choice in chosen["folds"].items():
+        t = choice["config"]
+        print(f"fold {fold}: ratio {t['max_volume_ratio']:g}, correlation {t['min_correlation']:g} "
+              f"(other folds {choice['inner_mean_dice']:.2f}) -> Dice {choice['test_mean_dice']:.2f}")
+    print(f"nested cross-validation Dice {chosen['nested_mean_dice']:.2f} (guided {guided.mean_dice:.2f}, "
+          f"position rule {fallback.mean_dice:.2f})")
+    rejecting = [row for row in chosen["table"] if row["rejected"]]
+    if rejecting:
+        row = max(rejecting, key=lambda r: r["mean_dice"])
+        print(f"the best candidate that rejects any registration, ratio {row['config']['max_volume_ratio']:g}, "
+              f"correlation {row['config']['min_correlation']:g}: {row['rejected']} of {len(checks)} rejected, "
+              f"Dice {row['mean_dice']:.2f} over all folds")
+    selection = json.loads(Path(args.selection).read_text())
+    record = {**selection, "selection": with_thresholds(selection["selection"], chosen),
+              "failure_thresholds": {"guided": str(args.guided), "fallback": str(args.fallback),
+                                     "selection": str(args.selection),
+                                     "checks": [{"fold": k[0], "support_index": k[1], "class": k[2], "case_id": k[3],
+                                                 **asdict(c), "volume_ratio": c.volume_ratio}
+                                                for k, c in checks.items()]},
+              "provenance": provenance()}
+    out = Path(args.out) / "selection.json"
+    write_text_atomic(json.dumps(record, indent=2) + "\n", out)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from medfss.semisup.checkpoint import is_semisup_checkpoint
 
@@ -565,6 +647,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_registration_args(sel)
     sel.set_defaults(func=cmd_select_guidance, guidance_weight=None, guidance_sigma_mm=None,
                      guidance_support_slices=None)
+
+    ft = sub.add_parser("select-failure-thresholds",
+                        help="choose the registration guidance's failure thresholds per test fold on the other folds, "
+                             "from a guided and a position-rule evaluation (one shot, no query label)")
+    ft.add_argument("--guided", required=True, type=Path, metavar="RESULTS",
+                    help="results.json of 'medfss evaluate --guidance registration --guidance-selection "
+                         "SELECTION --extent estimated'")
+    ft.add_argument("--fallback", required=True, type=Path, metavar="RESULTS",
+                    help="results.json of the same model, folds and supports with --guidance position")
+    ft.add_argument("--selection", required=True, type=Path,
+                    help="the guided evaluation's selection.json ('medfss select-guidance'); written again with "
+                         "each fold's thresholds")
+    ft.add_argument("--ratios", type=_float_list, default=[1.25, 1.5, 2.0, 3.0, 5.0, 100.0], metavar="R1,R2,...",
+                    help="warped over support volume allowed within [1/r, r] (default 1.25,1.5,2,3,5,100)")
+    ft.add_argument("--correlations", type=_float_list, default=[0.0, 0.2, 0.4, 0.5, 0.6, 0.7],
+                    metavar="C1,C2,...", help="least correlation of the warped image with the query "
+                                              "(default 0,0.2,0.4,0.5,0.6,0.7)")
+    _add_data_args(ft)
+    ft.add_argument("--registration-cache", type=Path, default=None, metavar="DIR",
+                    help="the registrations of the guided evaluation (registered again without it)")
+    ft.add_argument("--out", required=True, type=Path, help="folder for selection.json")
+    ft.add_argument("--quiet", action="store_true", help="no progress bar")
+    ft.set_defaults(func=cmd_select_failure_thresholds)
 
     tr = sub.add_parser("train", help="train an episodic model (self-supervised or supervised), or a "
                                       "semi-supervised one (a YAML with 'task: semi-supervised')")

@@ -242,6 +242,19 @@ class EvaluationResult:
             "wall_time_s": self.wall_time_s,
         })
 
+    @classmethod
+    def from_json(cls, record: dict) -> "EvaluationResult":
+        """The result ``to_json`` wrote (a results.json), with its per-query scores (null -> NaN)."""
+        protocol = {k: v for k, v in record["protocol"].items() if k not in ("largest_component", "body_mask")}
+        runs = []
+        for class_name, summary in record["classes"].items():
+            for run in summary["runs"]:
+                queries = tuple(QueryResult(q["case_id"], SegmentationScores(
+                    **{m: math.nan if q[m] is None else float(q[m]) for m in METRIC_NAMES})) for q in run["queries"])
+                runs.append(RunResult(run["fold"], run["support_index"], tuple(run["support_cases"]), class_name,
+                                      queries))
+        return cls(record["model"], ProtocolConfig(**protocol), tuple(runs), record["wall_time_s"])
+
     def format_table(self) -> str:
         """Per-class and mean scores laid out like the papers' tables (Dice ± std over runs)."""
         c = self.config

@@ -100,17 +100,36 @@ class GuidanceConfig:
         return NETWORK_RULES if self.fusion == "learned" else (self.support_slices,)
 
 
-def registration_failure(support: SupportScan, warped: SupportScan, query: np.ndarray,
-                         query_spacing: Sequence[float], config: GuidanceConfig) -> str | None:
-    """Why the registration of ``support`` onto ``query`` is not trusted (step 1), or None."""
-    support_ml = support.mask.sum() * float(np.prod(support.spacing)) / 1000
-    warped_ml = warped.mask.sum() * float(np.prod(query_spacing)) / 1000
-    if support_ml == 0 or not 1 / config.max_volume_ratio <= warped_ml / support_ml <= config.max_volume_ratio:
-        return (f"the warped mask holds {warped_ml:.1f} mL against the support's {support_ml:.1f} mL "
+@dataclass(frozen=True)
+class RegistrationCheck:
+    """What step 1 measures of one registration: the quantities its thresholds apply to."""
+
+    support_ml: float  # the support mask's physical volume
+    warped_ml: float  # the warped mask's, on the query's grid
+    correlation: float  # Pearson's r of the warped image and the query (NaN when one is constant)
+
+    @property
+    def volume_ratio(self) -> float:
+        """The warped volume over the support's (NaN for an empty support mask: never trusted)."""
+        return self.warped_ml / self.support_ml if self.support_ml > 0 else math.nan
+
+
+def check_registration(support: SupportScan, warped: SupportScan, query: np.ndarray,
+                       query_spacing: Sequence[float]) -> RegistrationCheck:
+    """Step 1's measurements of the registration of ``support`` onto ``query`` (``warped``: on the query's grid)."""
+    return RegistrationCheck(float(support.mask.sum() * np.prod(support.spacing) / 1000),
+                             float(warped.mask.sum() * np.prod(query_spacing) / 1000),
+                             pearson_r(warped.image, query))
+
+
+def registration_failure(check: RegistrationCheck, config: GuidanceConfig) -> str | None:
+    """Why a registration measured by ``check`` is not trusted under ``config``'s thresholds (step 1), or None."""
+    if not 1 / config.max_volume_ratio <= check.volume_ratio <= config.max_volume_ratio:
+        return (f"the warped mask holds {check.warped_ml:.1f} mL against the support's {check.support_ml:.1f} mL "
                 f"(allowed ratio 1/{config.max_volume_ratio:g} to {config.max_volume_ratio:g})")
-    correlation = pearson_r(warped.image, query)
-    if not correlation >= config.min_correlation:
-        return f"the warped image correlates with the query at r = {correlation:.2f} (< {config.min_correlation:g})"
+    if not check.correlation >= config.min_correlation:
+        return (f"the warped image correlates with the query at r = {check.correlation:.2f} "
+                f"(< {config.min_correlation:g})")
     return None
 
 
@@ -193,7 +212,7 @@ class GuidedPredictor:
         masks, registered, failures = [], [], []  # of the trusted supports: warped masks, and scans if needed
         for support in supports:
             warped = self.warp(support, query, query_spacing)
-            failure = registration_failure(support, warped, query, query_spacing, self.config)
+            failure = registration_failure(check_registration(support, warped, query, query_spacing), self.config)
             if failure is None:
                 masks.append(warped.mask)
                 if "registered" in rules:
