@@ -184,6 +184,23 @@ def test_segment_by_registration_writes_the_label_on_the_query_grid(tmp_path):
     assert dice(np.asarray(out.dataobj) == 3, fixed_mask) > 0.95
 
 
+def test_the_cache_key_of_an_unset_syn_metric_is_the_key_from_before_the_option(tmp_path):
+    import hashlib
+    import json
+
+    from medfss.registration.predictor import RegistrationPredictor
+
+    config = RegistrationConfig()
+    before = {k: v for k, v in asdict(config).items() if k not in ("threads", "max_voxels", "syn_metric")}
+    name = hashlib.blake2b(f"ab{json.dumps(before, sort_keys=True)}".encode(), digest_size=16).hexdigest()
+    shapes = [(64, 64, 24)]
+    assert RegistrationPredictor(config, cache_dir=tmp_path)._folder(("a", "b"), shapes).name == name
+    cc = RegistrationPredictor(RegistrationConfig(syn_metric="CC"), cache_dir=tmp_path)._folder(("a", "b"), shapes)
+    assert cc.name != name
+    with pytest.raises(ConfigError, match="syn_metric must be one of"):
+        RegistrationConfig(syn_metric="NCC")
+
+
 def test_segment_by_registration_refuses_a_checkpoint(tmp_path, capsys):
     from medfss.cli import main
 

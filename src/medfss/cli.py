@@ -48,6 +48,8 @@ def _add_registration_args(parser: argparse.ArgumentParser) -> None:
                        help="affine, or affine then SyN (default)")
     group.add_argument("--registration-metric", choices=("mattes", "CC", "meansquares", "GC"), default="mattes",
                        help="similarity of both stages (mattes: mutual information)")
+    group.add_argument("--registration-syn-metric", choices=("mattes", "CC", "meansquares", "GC"), default=None,
+                       help="similarity of the SyN stage alone (CC: ANTs' SyNCC; default: --registration-metric)")
     group.add_argument("--registration-iterations", type=_int_list, default=None, metavar="N1,N2,...",
                        help="SyN iterations per level, coarse to fine (default ANTsPy's 40,20,0)")
     group.add_argument("--registration-cache", type=Path, default=None, metavar="DIR",
@@ -59,7 +61,8 @@ def _registration_predictor(args):
     from medfss.registration.predictor import RegistrationPredictor
 
     iterations = {} if args.registration_iterations is None else {"syn_iterations": args.registration_iterations}
-    config = RegistrationConfig(transform=args.registration_transform, metric=args.registration_metric, **iterations)
+    config = RegistrationConfig(transform=args.registration_transform, metric=args.registration_metric,
+                                syn_metric=args.registration_syn_metric, **iterations)
     return RegistrationPredictor(config, cache_dir=args.registration_cache)
 
 

@@ -6,8 +6,8 @@ an identity direction, so the transform found is the one between the two
 grids in physical units. The default schedule is ANTsPy's: an affine
 transform (mutual information, ``aff_iterations``), then for ``"syn"`` a
 symmetric diffeomorphic SyN (Avants et al., MedIA 2008) on mutual
-information with ``syn_iterations`` per resolution level (ANTsPy's default
-(40, 20, 0) skips the full-resolution level).
+information (or ``syn_metric``) with ``syn_iterations`` per resolution level
+(ANTsPy's default (40, 20, 0) skips the full-resolution level).
 
 ITK's thread count follows ``threads`` (default: torch's), so that a run's
 thread count is the one recorded in its provenance. A volume of more than
@@ -44,6 +44,7 @@ class RegistrationConfig:
 
     transform: str = "syn"  # "affine", or "syn": affine then SyN
     metric: str = "mattes"  # similarity of the affine and the SyN stage (mattes: mutual information)
+    syn_metric: str | None = None  # the SyN stage's own similarity instead (CC: ANTs' SyNCC); None: ``metric``
     aff_iterations: tuple[int, ...] = (2100, 1200, 1200, 10)  # per level, coarse to fine (shrink 6, 4, 2, 1)
     syn_iterations: tuple[int, ...] = (40, 20, 0)  # per level, coarse to fine (0: the level is skipped)
     threads: int = 0  # ITK threads; 0: torch.get_num_threads()
@@ -55,6 +56,8 @@ class RegistrationConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         check_choice(self, "transform", TRANSFORMS)
         check_choice(self, "metric", METRICS)
+        if self.syn_metric is not None:
+            check_choice(self, "syn_metric", METRICS)
         for name in ("aff_iterations", "syn_iterations"):
             values = getattr(self, name)
             require(bool(values) and all(isinstance(v, int) and v >= 0 for v in values), name,
@@ -217,8 +220,9 @@ def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], movin
     ants.config._random_seed = config.seed  # ANTsPy's only handle on the metric sampling seed
     result = ants.registration(
         fixed_image, moving_image, type_of_transform=TRANSFORMS[config.transform],
-        outprefix=os.path.join(workdir.name, "t"), aff_metric=config.metric, syn_metric=config.metric,
-        aff_iterations=config.aff_iterations, reg_iterations=config.syn_iterations)
+        outprefix=os.path.join(workdir.name, "t"), aff_metric=config.metric,
+        syn_metric=config.syn_metric or config.metric, aff_iterations=config.aff_iterations,
+        reg_iterations=config.syn_iterations)
     return Registration(tuple(fixed.shape), tuple(map(float, fixed_spacing)), list(result["fwdtransforms"]),
                         config.max_voxels, workdir)  # warps land on the full query grid
 

@@ -78,9 +78,11 @@ class RegistrationPredictor:
         return votes / len(supports)  # [H, W, D] in [0, 1]
 
     def _folder(self, key: tuple[str, str], shapes: Sequence[tuple[int, ...]]) -> Path:
-        # max_voxels changes nothing for volumes under it: it is left out of their key
+        # max_voxels changes nothing for volumes under it: it is left out of their key; syn_metric is left out
+        # when unset, so that the keys of registrations cached before it existed still match
         coarsened = any(coarsening_factor(s, self.config.max_voxels) > 1 for s in shapes)
-        ignored = ("threads",) if coarsened else ("threads", "max_voxels")
+        ignored = {"threads"} | ({"max_voxels"} if not coarsened else set()) | \
+            ({"syn_metric"} if self.config.syn_metric is None else set())
         settings = json.dumps({k: v for k, v in asdict(self.config).items() if k not in ignored}, sort_keys=True)
         name = hashlib.blake2b(f"{key[0]}{key[1]}{settings}".encode(), digest_size=16).hexdigest()
         return self.cache_dir / name
