@@ -14,6 +14,7 @@ and fold, the choices, the provenance) and prints the table.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,14 +25,28 @@ from medfss.evaluation.report import restricted_mean_dice
 from medfss.provenance import provenance
 
 
+def candidate(text: str) -> tuple[str, str]:
+    """NAME=FOLDER, a candidate's name and the folder of its inner results.json."""
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=FOLDER, got {text!r}")
+    return name, folder
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="choose_on_inner.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--other-folds", action="store_true",
+                        help="every candidate scored every fold: choose each fold on all the others")
+    parser.add_argument("out", type=Path, help="the choice file to write (OUT.json)")
+    parser.add_argument("candidates", nargs="+", type=candidate, metavar="NAME=FOLDER",
+                        help="a candidate's name and the folder of its results.json")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
-    other_folds = "--other-folds" in argv[1:2]
-    args = argv[2:] if other_folds else argv[1:]
-    if len(args) < 2 or any("=" not in arg for arg in args[1:]):
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
-        return 2
-    out = Path(args[0])
-    candidates = dict(arg.split("=", 1) for arg in args[1:])
+    args = parse(argv[1:])  # a usage error exits with argparse's message and status 2
+    other_folds, out, candidates = args.other_folds, args.out, dict(args.candidates)
     results = {name: json.loads((Path(folder) / "results.json").read_text()) for name, folder in candidates.items()}
     validation_folds = [tuple(r["protocol"]["folds"]) for r in results.values()]
     if len(set(validation_folds)) != 1:

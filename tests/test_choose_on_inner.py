@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
+
 from conftest import REPO_ROOT
 
 
@@ -55,3 +57,9 @@ def test_candidates_scored_on_different_folds_are_refused(tmp_path, capsys):
     b = inner_results(tmp_path / "b", {1: 55.0})
     assert load_script().main(["choose_on_inner.py", str(tmp_path / "c.json"), f"one={a}", f"two={b}"]) == 2
     assert "scored different folds" in capsys.readouterr().err and not (tmp_path / "c.json").exists()
+
+
+def test_a_candidate_without_a_folder_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_script().main(["choose_on_inner.py", str(tmp_path / "c.json"), "one"])
+    assert exit_.value.code == 2 and "expected NAME=FOLDER" in capsys.readouterr().err
