@@ -667,3 +667,24 @@ def test_select_failure_thresholds_refuses_a_gt_extent_evaluation_in_one_line(tm
     code = main(["select-failure-thresholds", "--guided", str(tmp_path / "missing.json"), "--fallback",
                  str(tmp_path / "guided.json"), "--selection", str(tmp_path / "s.json"), "--out", str(tmp_path / "o")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_joint_label_fusion_trusts_the_atlas_whose_image_matches_the_query_where_voting_needs_both():
+    from medfss.registration.predictor import RegistrationPredictor
+
+    class Unmoved(RegistrationPredictor):  # the supports are already on the query's grid
+        def registration(self, support, query, query_spacing):
+            return IdentityRegistration()
+
+    query, truth = blob_volume()
+    shifted, shifted_mask = blob_volume((4, -3, 2))  # an atlas that registration left misaligned
+    supports = [SupportScan(query, truth), SupportScan(shifted, shifted_mask)]
+    vote = Unmoved(RegistrationConfig(threads=1)).segment_volume(supports, query, (1.0, 1.0, 1.0))
+    jlf = Unmoved(RegistrationConfig(threads=1), label_fusion="jlf").segment_volume(supports, query, (1.0, 1.0, 1.0))
+    assert jlf.shape == query.shape and jlf.dtype == np.float32 and 0 <= jlf.min() and jlf.max() <= 1
+    assert dice(vote > 0.5, truth) < 0.8  # a strict majority of two atlases: their overlap
+    assert dice(jlf > 0.5, truth) > 0.95
+    one = Unmoved(RegistrationConfig(threads=1), label_fusion="jlf").segment_volume(supports[1:], query, (1, 1, 1))
+    np.testing.assert_array_equal(one, shifted_mask.astype(np.float32))  # one atlas: its warped mask
+    with pytest.raises(ConfigError, match="label_fusion must be one of vote, jlf"):
+        RegistrationPredictor(label_fusion="staple")

@@ -52,6 +52,9 @@ def _add_registration_args(parser: argparse.ArgumentParser) -> None:
                        help="similarity of the SyN stage alone (CC: ANTs' SyNCC; default: --registration-metric)")
     group.add_argument("--registration-iterations", type=_int_list, default=None, metavar="N1,N2,...",
                        help="SyN iterations per level, coarse to fine (default ANTsPy's 40,20,0)")
+    group.add_argument("--registration-label-fusion", choices=("vote", "jlf"), default="vote",
+                       help="several supports: majority voting (default), or ANTs' joint label fusion (each atlas "
+                            "weighted per voxel by how well its warped image matches the query)")
     group.add_argument("--registration-cache", type=Path, default=None, metavar="DIR",
                        help="keep each (support, query, settings) registration in DIR and reuse it across runs")
 
@@ -63,7 +66,7 @@ def _registration_predictor(args):
     iterations = {} if args.registration_iterations is None else {"syn_iterations": args.registration_iterations}
     config = RegistrationConfig(transform=args.registration_transform, metric=args.registration_metric,
                                 syn_metric=args.registration_syn_metric, **iterations)
-    return RegistrationPredictor(config, cache_dir=args.registration_cache)
+    return RegistrationPredictor(config, cache_dir=args.registration_cache, label_fusion=args.registration_label_fusion)
 
 
 def _add_guidance_args(parser: argparse.ArgumentParser, default: str) -> None:

@@ -227,6 +227,36 @@ def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], movin
                         config.max_voxels, workdir)  # warps land on the full query grid
 
 
+def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, float], warped_images: list[np.ndarray],
+                       warped_masks: list[np.ndarray], config: RegistrationConfig = RegistrationConfig(),
+                       margin_voxels: int = 3) -> np.ndarray:
+    """Joint label fusion (Wang et al., TPAMI 2013) of supports warped onto ``query``: P(foreground) [H, W, D].
+
+    Each atlas votes with a weight per voxel, from how well its image patch
+    around the voxel predicts the query's patch jointly with the other
+    atlases' (correlated atlases share their weight), instead of one vote
+    each. ANTs' implementation with its defaults (patch radius 2, search
+    radius 3, beta 4), run within the union of the warped masks dilated by
+    ``margin_voxels`` (the search radius): no atlas labels a voxel outside
+    it. ``warped_images`` [H, W, D] float and ``warped_masks`` [H, W, D]
+    bool are on the query's grid.
+    """
+    ants = _ants()
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(_threads(config))
+    union = np.any(warped_masks, axis=0)  # [H, W, D]
+    if not union.any():
+        return np.zeros(query.shape, dtype=np.float32)
+    region = ndimage.binary_dilation(union, iterations=margin_voxels)
+
+    def image(array: np.ndarray):
+        return ants.from_numpy(np.ascontiguousarray(array, dtype=np.float32), spacing=tuple(map(float, query_spacing)))
+
+    fused = ants.joint_label_fusion(image(query), image(region), [image(a) for a in warped_images],
+                                    label_list=[image(m) for m in warped_masks])
+    probability = fused["probabilityimages"][fused["segmentation_numbers"].index(1)].numpy()  # [H, W, D]
+    return np.where(region, probability, 0.0).astype(np.float32)
+
+
 def transforms_from(fixed_shape: tuple[int, int, int], fixed_spacing: tuple[float, float, float], files: list[str],
                     config: RegistrationConfig = RegistrationConfig()) -> Registration:
     """A :class:`Registration` onto the grid ``fixed_shape`` from transform files written earlier (a cache)."""

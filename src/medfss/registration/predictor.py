@@ -4,7 +4,10 @@ Every support (atlas) is registered onto the query (:func:`medfss.registration.a
 and its class mask is warped with nearest-neighbour interpolation; the
 foreground probability of a voxel is the fraction of the supports that label
 it, so the protocol's threshold 0.5 keeps the voxels a strict majority of
-the atlases label (majority voting; with one support, the warped mask).
+the atlases label (majority voting; with one support, the warped mask), or,
+with ``label_fusion="jlf"``, the joint label fusion of the warped supports
+(:func:`medfss.registration.ants.joint_label_fusion`: each atlas weighted per
+voxel by how well its warped image matches the query there).
 No label of the query is used.
 
 A registration depends only on the two images and the settings, not on the
@@ -30,8 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from medfss.inference.plan import SupportScan
-from medfss.registration.ants import (Registration, RegistrationConfig, coarsening_factor, register,
-                                     transforms_from)
+from medfss.registration.ants import (Registration, RegistrationConfig, coarsening_factor, joint_label_fusion,
+                                     register, transforms_from)
+from medfss.validation import require
+
+LABEL_FUSIONS = ("vote", "jlf")  # majority voting, joint label fusion
 
 
 def _fingerprint(image: np.ndarray, spacing: Sequence[float]) -> str:
@@ -42,11 +48,14 @@ def _fingerprint(image: np.ndarray, spacing: Sequence[float]) -> str:
 
 
 class RegistrationPredictor:
-    """Atlas registration of every support onto the query, fused by majority voting."""
+    """Atlas registration of every support onto the query, fused by majority voting or joint label fusion."""
 
     def __init__(self, config: RegistrationConfig = RegistrationConfig(), cache_size: int = 8,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, label_fusion: str = "vote"):
+        require(label_fusion in LABEL_FUSIONS, "label_fusion", f"must be one of {', '.join(LABEL_FUSIONS)}, "
+                                                               f"got {label_fusion!r}")
         self.config = config
+        self.label_fusion = label_fusion
         self.cache_size = cache_size
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._cache: OrderedDict[tuple[str, str], Registration] = OrderedDict()
@@ -70,12 +79,13 @@ class RegistrationPredictor:
 
     def segment_volume(self, supports: Sequence[SupportScan], query: np.ndarray,
                        query_spacing: tuple[float, float, float]) -> np.ndarray:
-        votes = np.zeros(query.shape, dtype=np.float32)  # [H, W, D]
-        for support in supports:
-            warped = self.registration(support, query, query_spacing).warp(
-                support.mask.astype(np.float32), support.spacing, interpolator="nearestNeighbor")
-            votes += warped > 0.5
-        return votes / len(supports)  # [H, W, D] in [0, 1]
+        registrations = [self.registration(support, query, query_spacing) for support in supports]
+        masks = [r.warp(s.mask.astype(np.float32), s.spacing, interpolator="nearestNeighbor") > 0.5
+                 for r, s in zip(registrations, supports)]  # [H, W, D] each
+        if self.label_fusion == "jlf" and len(supports) > 1:  # one atlas: its warped mask either way
+            images = [r.warp(s.image, s.spacing) for r, s in zip(registrations, supports)]
+            return joint_label_fusion(query, query_spacing, images, masks, self.config)
+        return np.mean(masks, axis=0, dtype=np.float32)  # [H, W, D] in [0, 1]
 
     def _folder(self, key: tuple[str, str], shapes: Sequence[tuple[int, ...]]) -> Path:
         # max_voxels changes nothing for volumes under it: it is left out of their key; syn_metric is left out
