@@ -76,6 +76,8 @@ class GuidanceConfig:
         1.111655592918396,
         1.00700044631958,
         -1.9517899751663208)
+    # Step 1's thresholds, set before any experiment; `medfss select-failure-thresholds` (registration/failure.py)
+    # keeps them on every CHAOST2 fold and on 4 of 5 CMR folds (results/guided/failure-thresholds)
     max_volume_ratio: float = 3.0  # a warped mask outside [1/r, r] times the support's volume: failed
     min_correlation: float = 0.2  # a warped image correlating less with the query: failed
 
