@@ -23,7 +23,8 @@ folds=0,1,2,3,4
 # ANTsPy's default (the floor's row), and its full-resolution level added (the default skips it). Cross-
 # correlation (the metric of ANTs' SyNCC) was a third candidate and is not one: on both stages
 # (--registration-metric CC) it did not finish one CMR pair in 17 minutes at one thread, on the SyN stage
-# alone (--registration-syn-metric CC) not in 15 (mattes: about 40 s), beyond any use in `medfss segment`.
+# alone (--registration-syn-metric CC) not in 15 (wall time, four jobs sharing the two cores; mattes: about
+# 40 s), beyond any use in `medfss segment`.
 declare -A candidates=(
   [syn]="--registration-iterations 40,20,0"
   [syn-full-resolution]="--registration-iterations 40,20,10"
