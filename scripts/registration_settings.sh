@@ -25,11 +25,13 @@ folds=0,1,2,3,4
 # (--registration-metric CC) it did not finish one CMR pair in 17 minutes at one thread, on the SyN stage
 # alone (--registration-syn-metric CC) not in 15 (wall time, four jobs sharing the two cores; mattes: about
 # 40 s), beyond any use in `medfss segment`.
+# The third: ANTsPy's schedule with the warped labels relabelled by joint label fusion's patch search.
 declare -A candidates=(
   [syn]="--registration-iterations 40,20,0"
   [syn-full-resolution]="--registration-iterations 40,20,10"
+  [syn-jlf]="--registration-iterations 40,20,0 --registration-label-fusion jlf"
 )
-order=(syn syn-full-resolution)
+order=(syn syn-full-resolution syn-jlf)
 settings=results/floors/registration-settings
 
 score() {  # CANDIDATE OUT [evaluate options]: registration with the candidate's schedule, unless OUT is scored

@@ -235,11 +235,15 @@ def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, flo
     Each atlas votes with a weight per voxel, from how well its image patch
     around the voxel predicts the query's patch jointly with the other
     atlases' (correlated atlases share their weight), instead of one vote
-    each. ANTs' implementation with its defaults (patch radius 2, search
-    radius 3, beta 4), run within the union of the warped masks dilated by
-    ``margin_voxels`` (the search radius): no atlas labels a voxel outside
-    it. ``warped_images`` [H, W, D] float and ``warped_masks`` [H, W, D]
-    bool are on the query's grid.
+    each; and each atlas's vote at a voxel comes from its best-matching
+    patch within the search radius, which corrects a residual
+    misregistration of a few voxels. ANTs' implementation with its defaults
+    (patch radius 2, search radius 3, beta 4), run within the union of the
+    warped masks dilated by ``margin_voxels`` (the search radius): no atlas
+    labels a voxel outside it. ANTsPy needs two atlases: one is passed twice,
+    which splits its weight in two equal halves and keeps the patch search.
+    ``warped_images`` [H, W, D] float and ``warped_masks`` [H, W, D] bool
+    are on the query's grid.
     """
     ants = _ants()
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(_threads(config))
@@ -251,8 +255,9 @@ def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, flo
     def image(array: np.ndarray):
         return ants.from_numpy(np.ascontiguousarray(array, dtype=np.float32), spacing=tuple(map(float, query_spacing)))
 
-    fused = ants.joint_label_fusion(image(query), image(region), [image(a) for a in warped_images],
-                                    label_list=[image(m) for m in warped_masks])
+    atlases = 2 if len(warped_images) == 1 else 1  # copies of each
+    fused = ants.joint_label_fusion(image(query), image(region), [image(a) for a in warped_images] * atlases,
+                                    label_list=[image(m) for m in warped_masks] * atlases)
     probability = fused["probabilityimages"][fused["segmentation_numbers"].index(1)].numpy()  # [H, W, D]
     return np.where(region, probability, 0.0).astype(np.float32)
 

@@ -7,7 +7,9 @@ it, so the protocol's threshold 0.5 keeps the voxels a strict majority of
 the atlases label (majority voting; with one support, the warped mask), or,
 with ``label_fusion="jlf"``, the joint label fusion of the warped supports
 (:func:`medfss.registration.ants.joint_label_fusion`: each atlas weighted per
-voxel by how well its warped image matches the query there).
+voxel by how well its warped image matches the query there, its label taken
+from its best-matching patch nearby; with one support, that local correction
+alone).
 No label of the query is used.
 
 A registration depends only on the two images and the settings, not on the
@@ -82,7 +84,7 @@ class RegistrationPredictor:
         registrations = [self.registration(support, query, query_spacing) for support in supports]
         masks = [r.warp(s.mask.astype(np.float32), s.spacing, interpolator="nearestNeighbor") > 0.5
                  for r, s in zip(registrations, supports)]  # [H, W, D] each
-        if self.label_fusion == "jlf" and len(supports) > 1:  # one atlas: its warped mask either way
+        if self.label_fusion == "jlf":
             images = [r.warp(s.image, s.spacing) for r, s in zip(registrations, supports)]
             return joint_label_fusion(query, query_spacing, images, masks, self.config)
         return np.mean(masks, axis=0, dtype=np.float32)  # [H, W, D] in [0, 1]
