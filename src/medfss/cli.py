@@ -53,8 +53,10 @@ def _add_registration_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--registration-iterations", type=_int_list, default=None, metavar="N1,N2,...",
                        help="SyN iterations per level, coarse to fine (default ANTsPy's 40,20,0)")
     group.add_argument("--registration-label-fusion", choices=("vote", "jlf"), default="vote",
-                       help="several supports: majority voting (default), or ANTs' joint label fusion (each atlas "
-                            "weighted per voxel by how well its warped image matches the query)")
+                       help="registration alone: the supports' warped labels fused by majority voting (default), "
+                            "or by ANTs' joint label fusion (each atlas weighted per voxel by how well its warped "
+                            "image matches the query, its label taken from its best-matching patch within 3 voxels; "
+                            "with one support too). The guided model's prior is the voted one")
     group.add_argument("--registration-cache", type=Path, default=None, metavar="DIR",
                        help="keep each (support, query, settings) registration in DIR and reuse it across runs")
 
