@@ -4,7 +4,7 @@
 #   [STAGE=candidates|table] bash scripts/registration_settings.sh DATASET SUPPORTS
 #   e.g. bash scripts/registration_settings.sh CHAOST2 0,1,2,3
 #
-# 1. candidates: every candidate SyN schedule below registers support 0 of every fold onto the fold's other
+# 1. candidates: every candidate setting below registers support 0 of every fold onto the fold's other
 #    volumes and is scored without any query label (whole volume), into
 #    results/floors/registration-settings/CANDIDATE/DATASET-setting1-extent-estimated/;
 # 2. per test fold F, the candidate with the best mean Dice over the other folds' pairs
@@ -20,12 +20,11 @@ cd "$(dirname "$0")/.."
 if [ $# -ne 2 ]; then sed -n 4,5p "$0" >&2; exit 2; fi
 dataset=$1 supports=$2
 folds=0,1,2,3,4
-# ANTsPy's default (the floor's row), and its full-resolution level added (the default skips it). Cross-
-# correlation (the metric of ANTs' SyNCC) was a third candidate and is not one: on both stages
-# (--registration-metric CC) it did not finish one CMR pair in 17 minutes at one thread, on the SyN stage
-# alone (--registration-syn-metric CC) not in 15 (wall time, four jobs sharing the two cores; mattes: about
-# 40 s), beyond any use in `medfss segment`.
-# The third: ANTsPy's schedule with the warped labels relabelled by joint label fusion's patch search.
+# ANTsPy's default (the floor's row), its full-resolution level added (the default skips it), and the default
+# with the warped labels relabelled by joint label fusion's patch search. Cross-correlation (the metric of
+# ANTs' SyNCC) was tried and is no candidate: on both stages (--registration-metric CC) it did not finish one
+# CMR pair in 17 minutes at one thread, on the SyN stage alone (--registration-syn-metric CC) not in 15 (wall
+# time, four jobs sharing the two cores; mattes: about 40 s), beyond any use in `medfss segment`.
 declare -A candidates=(
   [syn]="--registration-iterations 40,20,0"
   [syn-full-resolution]="--registration-iterations 40,20,10"

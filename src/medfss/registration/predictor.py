@@ -93,8 +93,11 @@ class RegistrationPredictor:
         # max_voxels changes nothing for volumes under it: it is left out of their key; syn_metric is left out
         # when unset, so that the keys of registrations cached before it existed still match
         coarsened = any(coarsening_factor(s, self.config.max_voxels) > 1 for s in shapes)
-        ignored = {"threads"} | ({"max_voxels"} if not coarsened else set()) | \
-            ({"syn_metric"} if self.config.syn_metric is None else set())
+        ignored = {"threads"}
+        if not coarsened:
+            ignored.add("max_voxels")
+        if self.config.syn_metric is None:
+            ignored.add("syn_metric")
         settings = json.dumps({k: v for k, v in asdict(self.config).items() if k not in ignored}, sort_keys=True)
         name = hashlib.blake2b(f"{key[0]}{key[1]}{settings}".encode(), digest_size=16).hexdigest()
         return self.cache_dir / name
