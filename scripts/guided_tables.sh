@@ -24,6 +24,8 @@
 # REGISTRATION_ITERATIONS=40,20,10 registers with that SyN schedule (default ANTsPy's 40,20,0), for the
 # guidance and registration alone, e.g. the schedule scripts/registration_settings.sh chose on training folds;
 # results go to NAME...-syn-40-20-10 and registration-syn-40-20-10.
+# LABEL_FUSION=jlf fuses the warped labels by joint label fusion (default vote), for registration alone and as the
+# guidance's prior; results go to NAME...-jlf and registration-syn...-jlf.
 #
 # 1. one model per fold (scripts/cpu_tables.sh, reused when trained) and the registration of every
 #    support onto every query (cached in runs/registration-cache, as scripts/registration_tables.sh);
@@ -56,6 +58,9 @@ schedule=() syn=syn
 if [ -n "${REGISTRATION_ITERATIONS:-}" ]; then
   schedule=(--registration-iterations "$REGISTRATION_ITERATIONS") syn=syn-${REGISTRATION_ITERATIONS//,/-} out=$out-$syn
 fi
+if [ "${LABEL_FUSION:-vote}" != vote ]; then
+  schedule+=(--registration-label-fusion "$LABEL_FUSION") syn=$syn-$LABEL_FUSION out=$out-$LABEL_FUSION
+fi
 out=$out/$folder
 checkpoint="$runs/fold{fold}/model.pt"
 SUPPORTS=$supports TRAIN_ONLY=1 bash scripts/cpu_tables.sh "$model" "$dataset" 1 "$folds" "$@"
@@ -71,7 +76,8 @@ if [ -z "$selection" ]; then
 else
   label="$model ($recipe) + registration guidance, fusion of $selection"
 fi
-[ "$syn" = syn ] || label="$label, SyN ${REGISTRATION_ITERATIONS}"
+[ -z "${REGISTRATION_ITERATIONS:-}" ] || label="$label, SyN ${REGISTRATION_ITERATIONS}"
+[ "${LABEL_FUSION:-vote}" = vote ] || label="$label, labels fused by $LABEL_FUSION"
 for extent in estimated gt; do
   suffix=$([ "$extent" = gt ] && echo "" || echo "-extent-estimated")
   .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" "${protocol[@]}" --extent "$extent" \

@@ -233,11 +233,15 @@ class IdentityRegistration:
         return np.asarray(array, dtype=np.float32)
 
 
-class IdentityRegistrations:
-    """Stands in for RegistrationPredictor: every support is already on the query's grid."""
+def identity_registrations(label_fusion: str = "vote", cache_dir=None):
+    """A RegistrationPredictor for supports already on the query's grid: every registration is the identity."""
+    from medfss.registration.predictor import RegistrationPredictor
 
-    def registration(self, support, query, query_spacing):
-        return IdentityRegistration()
+    class IdentityRegistrations(RegistrationPredictor):
+        def registration(self, support, query, query_spacing):
+            return IdentityRegistration()
+
+    return IdentityRegistrations(RegistrationConfig(threads=1), cache_dir=cache_dir, label_fusion=label_fusion)
 
 
 class ConstantNetwork:
@@ -255,7 +259,7 @@ def test_guided_prediction_fuses_the_network_with_the_soft_registered_prior_on_t
 
     image, mask = blob_volume()  # the organ spans slices 7..17
     network = ConstantNetwork(0.8)
-    guided = GuidedPredictor(network, IdentityRegistrations(),
+    guided = GuidedPredictor(network, identity_registrations(),
                              GuidanceConfig(network_weight=0.25, prior_sigma_mm=0.0, margin_slices=1, fusion="average"))
     probability = guided.segment_volume([SupportScan(image, mask)], image, (1.0, 1.0, 1.0))
     covered = np.flatnonzero(mask.any(axis=(0, 1)))
@@ -276,7 +280,7 @@ def test_the_learned_fusion_reads_both_networks_and_is_zero_outside_the_register
     c = np.zeros(len(FEATURES) + 1)
     c[0], c[1 + FEATURES.index("prior_0mm")] = -5.0, 10.0  # trust the warped mask alone: sigmoid(+-5)
     config = GuidanceConfig(fusion="learned", coefficients=tuple(c), margin_slices=1)
-    guided = GuidedPredictor(network, IdentityRegistrations(), config)
+    guided = GuidedPredictor(network, identity_registrations(), config)
     probability = guided.segment_volume([SupportScan(image, mask)], image, (1.0, 1.0, 1.0))
     covered = np.flatnonzero(mask.any(axis=(0, 1)))
     extent = slice(covered[0] - 1, covered[-1] + 2)
@@ -295,7 +299,7 @@ def test_the_learned_fusion_reads_k_supports_as_the_fraction_of_warped_masks():
     half[:32] = False  # the second shot labels half of the organ
     c = np.zeros(len(FEATURES) + 1)
     c[1 + FEATURES.index("prior_0mm")] = 1.0  # p = sigmoid(prior): 0.5, 0.62 and 0.73 for 0, 1/2 and 1
-    guided = GuidedPredictor(ConstantNetwork(0.3), IdentityRegistrations(),
+    guided = GuidedPredictor(ConstantNetwork(0.3), identity_registrations(),
                              GuidanceConfig(fusion="learned", coefficients=tuple(c), margin_slices=0))
     probability = guided.segment_volume([SupportScan(image, mask), SupportScan(image, half)], image, (1.0, 1.0, 1.0))
     expected = 1 / (1 + np.exp(-(mask.astype(float) + half) / 2))
@@ -311,16 +315,14 @@ def test_a_failed_registration_falls_back_to_the_network_on_the_position_extent(
     shrunk = mask.copy()
     shrunk[:, :, :12] = False  # the warped organ is far smaller than the support's: a failure
 
-    class Shrinking(IdentityRegistrations):
-        def registration(self, support, query, query_spacing):
-            class Warp:
-                def warp(self, array, spacing, interpolator="linear"):
-                    return shrunk.astype(np.float32) if interpolator == "nearestNeighbor" else array
+    class Warp:
+        def warp(self, array, spacing, interpolator="linear"):
+            return shrunk.astype(np.float32) if interpolator == "nearestNeighbor" else array
 
-            return Warp()
-
+    shrinking = identity_registrations()
+    shrinking.registration = lambda support, query, query_spacing: Warp()
     network = ConstantNetwork(0.9)
-    guided = GuidedPredictor(network, Shrinking(), GuidanceConfig(max_volume_ratio=1.5))
+    guided = GuidedPredictor(network, shrinking, GuidanceConfig(max_volume_ratio=1.5))
     probability = guided.segment_volume([SupportScan(image, mask)], image, (1.0, 1.0, 1.0))
     assert guided.last_guidance["fallback"] == "position" and "mL" in guided.last_guidance["failures"][0]
     assert set(np.unique(probability)) == {0.0, np.float32(0.9)}  # the network alone
@@ -401,11 +403,11 @@ def test_a_sweep_scores_each_fusion_as_the_evaluation_of_that_guided_predictor(p
     data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
     protocol = ProtocolConfig(dataset="TOY", folds=(0,), extent="estimated")
     configs = FusionGrid(network_weights=(0.0, 0.5, 1.0), prior_sigmas_mm=(0.0, 3.0)).configs()
-    results = sweep(data, lambda f, c: ConstantNetwork(0.7), IdentityRegistrations(), protocol, configs,
+    results = sweep(data, lambda f, c: ConstantNetwork(0.7), identity_registrations(), protocol, configs,
                     progress=False).results
     assert list(results) == configs
     for config in configs:
-        evaluated = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), IdentityRegistrations(), config),
+        evaluated = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), identity_registrations(), config),
                              protocol, progress=False)
         assert results[config].mean_dice == pytest.approx(evaluated.mean_dice, abs=1e-4), config
     average = {"fusion": "average", "coefficients": None}
@@ -421,14 +423,14 @@ def test_a_sweep_draws_the_learned_fusions_voxels_and_a_fit_on_them_segments_the
     image, mask = blob_volume()
     data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
     protocol = ProtocolConfig(dataset="TOY", folds=(0,), extent="estimated")
-    swept = sweep(data, lambda f, c: ConstantNetwork(0.7), IdentityRegistrations(), protocol, [],
+    swept = sweep(data, lambda f, c: ConstantNetwork(0.7), identity_registrations(), protocol, [],
                   samples_per_query=500, progress=False)
     assert swept.results == {}
     (class_name, ((features, labels),)), = swept.samples[0].items()
     assert class_name == data.spec.eval_classes[0]
     assert features.shape == (500, len(FEATURES)) and labels.dtype == bool and 0 < labels.mean() < 1
     config = GuidanceConfig(fusion="learned", coefficients=fit_coefficients(swept.samples[0][class_name]))
-    result = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), IdentityRegistrations(), config),
+    result = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), identity_registrations(), config),
                       protocol, progress=False)
     assert result.mean_dice > 85  # the constant network says nothing: the fit leans on the prior and eq. 2
 
@@ -439,7 +441,7 @@ def test_a_sweep_refuses_the_gt_extent(pair_dataset):
     image, mask = blob_volume()
     data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
     with pytest.raises(ConfigError, match="estimated"):
-        sweep(data, lambda f, c: ConstantNetwork(0.7), IdentityRegistrations(),
+        sweep(data, lambda f, c: ConstantNetwork(0.7), identity_registrations(),
               ProtocolConfig(dataset="TOY", folds=(0,)), FusionGrid().configs(), progress=False)
 
 
@@ -555,7 +557,7 @@ def test_a_results_file_reads_back_into_the_evaluation_it_was_written_from(pair_
 
     image, mask = blob_volume()
     data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
-    result = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), IdentityRegistrations()),
+    result = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), identity_registrations()),
                       ProtocolConfig(dataset="TOY", folds=(0,), extent="estimated"), progress=False)
     again = EvaluationResult.from_json(result.to_json())
     assert again.config == result.config and again.mean_dice == result.mean_dice
@@ -641,12 +643,12 @@ def test_registration_checks_measure_every_support_query_and_class_of_the_protoc
 
     image, mask = blob_volume()
     data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
-    checks = registration_checks(data, IdentityRegistrations(), ProtocolConfig(dataset="TOY", folds=(0,)),
+    checks = registration_checks(data, identity_registrations(), ProtocolConfig(dataset="TOY", folds=(0,)),
                                  progress=False)
     assert list(checks) == [(0, 0, "organ", "q")]
     assert checks[(0, 0, "organ", "q")].volume_ratio == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="one shot"):
-        registration_checks(data, IdentityRegistrations(), ProtocolConfig(dataset="TOY", folds=(0,), shots=2))
+        registration_checks(data, identity_registrations(), ProtocolConfig(dataset="TOY", folds=(0,), shots=2))
 
 
 def test_select_failure_thresholds_refuses_a_gt_extent_evaluation_in_one_line(tmp_path, capsys, pair_dataset):
@@ -655,7 +657,7 @@ def test_select_failure_thresholds_refuses_a_gt_extent_evaluation_in_one_line(tm
 
     image, mask = blob_volume()
     data = pair_dataset(image, mask.astype(np.int64), (1.0, 1.0, 2.0))
-    result = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), IdentityRegistrations()),
+    result = evaluate(data, lambda f, c: GuidedPredictor(ConstantNetwork(0.7), identity_registrations()),
                       ProtocolConfig(dataset="TOY", folds=(0,)), progress=False).to_json()
     (tmp_path / "guided.json").write_text(json.dumps({**result, "guidance": {}}))
     code = main(["select-failure-thresholds", "--guided", str(tmp_path / "guided.json"), "--fallback",
@@ -672,22 +674,70 @@ def test_select_failure_thresholds_refuses_a_gt_extent_evaluation_in_one_line(tm
 def test_joint_label_fusion_trusts_the_atlas_whose_image_matches_the_query_where_voting_needs_both():
     from medfss.registration.predictor import RegistrationPredictor
 
-    class Unmoved(RegistrationPredictor):  # the supports are already on the query's grid
-        def registration(self, support, query, query_spacing):
-            return IdentityRegistration()
-
     query, truth = blob_volume()
     shifted, shifted_mask = blob_volume((4, -3, 2))  # an atlas that registration left misaligned
     supports = [SupportScan(query, truth), SupportScan(shifted, shifted_mask)]
-    vote = Unmoved(RegistrationConfig(threads=1)).segment_volume(supports, query, (1.0, 1.0, 1.0))
-    jlf = Unmoved(RegistrationConfig(threads=1), label_fusion="jlf").segment_volume(supports, query, (1.0, 1.0, 1.0))
+    vote = identity_registrations().segment_volume(supports, query, (1.0, 1.0, 1.0))
+    jlf = identity_registrations("jlf").segment_volume(supports, query, (1.0, 1.0, 1.0))
     assert jlf.shape == query.shape and jlf.dtype == np.float32 and 0 <= jlf.min() and jlf.max() <= 1
     assert dice(vote > 0.5, truth) < 0.8  # a strict majority of two atlases: their overlap
     assert dice(jlf > 0.5, truth) > 0.95
     # one atlas two voxels off: the patch search (radius 3) takes each label from where the images match
     near, near_mask = blob_volume((2, 0, 0))
-    one = Unmoved(RegistrationConfig(threads=1), label_fusion="jlf").segment_volume(
+    one = identity_registrations("jlf").segment_volume(
         [SupportScan(near, near_mask)], query, (1.0, 1.0, 1.0))
     assert dice(one > 0.5, truth) > dice(near_mask, truth) + 0.05
     with pytest.raises(ConfigError, match="label_fusion must be one of vote, jlf"):
         RegistrationPredictor(label_fusion="staple")
+
+
+def test_joint_label_fusion_is_computed_once_per_supports_and_query_and_kept_on_disk(tmp_path, monkeypatch):
+    from medfss.registration import predictor as module
+
+    calls = []
+
+    def fake_fusion(query, query_spacing, warped_images, warped_masks, config):
+        calls.append(len(warped_images))
+        return np.where(warped_masks[0], 0.9, 0.1).astype(np.float32)
+
+    monkeypatch.setattr(module, "joint_label_fusion", fake_fusion)
+    query, truth = blob_volume()
+    near, near_mask = blob_volume((2, 0, 0))
+    supports = [SupportScan(near, near_mask)]
+    first = identity_registrations("jlf", tmp_path).segment_volume(supports, query, (1.0, 1.0, 1.0))
+    again = identity_registrations("jlf", tmp_path).segment_volume(supports, query, (1.0, 1.0, 1.0))
+    np.testing.assert_array_equal(first, again)
+    assert calls == [1]  # the second predictor read the first's file
+    assert [f.name for f in (tmp_path / "jlf").iterdir() if f.name.startswith(".")] == []  # no partial file left
+    other_class = [SupportScan(near, ~near_mask)]  # same images, another mask: another fusion
+    identity_registrations("jlf", tmp_path).segment_volume(other_class, query, (1.0, 1.0, 1.0))
+    assert calls == [1, 1]
+
+
+def test_the_guided_prior_is_the_registrations_joint_label_fusion_when_it_fuses_labels_so():
+    from medfss.registration.guided import GuidanceConfig, GuidedPredictor
+
+    query, truth = blob_volume()
+    near, near_mask = blob_volume((2, 0, 0))  # one atlas two voxels off
+    supports = [SupportScan(near, near_mask)]
+    config = GuidanceConfig(fusion="average", network_weight=0.0, prior_sigma_mm=0.0, margin_slices=0)
+    priors = {}
+    for label_fusion in ("vote", "jlf"):
+        registration = identity_registrations(label_fusion)
+        guided = GuidedPredictor(ConstantNetwork(0.5), registration, config)
+        evidence = guided.evidence(supports, query, (1.0, 1.0, 1.0))
+        np.testing.assert_array_equal(evidence.prior, registration.segment_volume(supports, query, (1.0, 1.0, 1.0)))
+        covered = np.flatnonzero(near_mask.any(axis=(0, 1)))
+        assert evidence.extent == (covered[0], covered[-1])  # step 2 reads the warped masks, whatever the fusion
+        priors[label_fusion] = evidence.prior
+    assert dice(priors["jlf"] > 0.5, truth) > dice(priors["vote"] > 0.5, truth) + 0.05
+
+
+def test_a_registration_record_reads_back_into_the_same_predictor_and_an_older_one_votes():
+    from medfss.registration.predictor import RegistrationPredictor
+
+    predictor = RegistrationPredictor(RegistrationConfig(syn_iterations=(40, 20, 10)), label_fusion="jlf")
+    again = RegistrationPredictor.from_record(json.loads(json.dumps(predictor.record())))
+    assert again.config == predictor.config and again.label_fusion == "jlf"
+    older = asdict(RegistrationConfig())  # results.json before label fusion was recorded
+    assert RegistrationPredictor.from_record(older).label_fusion == "vote"

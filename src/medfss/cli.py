@@ -53,10 +53,11 @@ def _add_registration_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--registration-iterations", type=_int_list, default=None, metavar="N1,N2,...",
                        help="SyN iterations per level, coarse to fine (default ANTsPy's 40,20,0)")
     group.add_argument("--registration-label-fusion", choices=("vote", "jlf"), default="vote",
-                       help="registration alone: the supports' warped labels fused by majority voting (default), "
-                            "or by ANTs' joint label fusion (each atlas weighted per voxel by how well its warped "
-                            "image matches the query, its label taken from its best-matching patch within 3 voxels; "
-                            "with one support too). The guided model's prior is the voted one")
+                       help="the supports' warped labels fused by majority voting (default), or by ANTs' joint "
+                            "label fusion (each atlas weighted per voxel by how well its warped image matches the "
+                            "query, its label taken from its best-matching patch within 3 voxels; with one support "
+                            "too; 30-130 s more per query and class): registration alone's output and the "
+                            "registration guidance's prior")
     group.add_argument("--registration-cache", type=Path, default=None, metavar="DIR",
                        help="keep each (support, query, settings) registration in DIR and reuse it across runs")
 
@@ -268,7 +269,7 @@ def cmd_select_guidance(args) -> int:
         selection = nested_selection(swept.results)
         print(_average_summary(selection))
     record = {"model": args.model, "checkpoint": args.checkpoint, "protocol": config.to_dict(),
-              "registration": asdict(registration.config), "selection": selection, "provenance": provenance()}
+              "registration": registration.record(), "selection": selection, "provenance": provenance()}
     record |= {"samples_per_query": args.samples_per_query} if learned else {"grid": asdict(grid)}
     if args.checkpoint is not None:
         record["training"] = training_records(args.checkpoint, config.folds, dataset.spec, config.classes)
@@ -296,7 +297,6 @@ def cmd_select_failure_thresholds(args) -> int:
     from medfss.data.datasets import Dataset
     from medfss.data.io import write_text_atomic
     from medfss.provenance import provenance
-    from medfss.registration.ants import RegistrationConfig
     from medfss.registration.failure import (FailureThresholds, nested_failure_thresholds, registration_checks,
                                              untrusted, with_thresholds)
     from medfss.registration.guided import GuidanceConfig
@@ -317,8 +317,8 @@ def cmd_select_failure_thresholds(args) -> int:
     config = guided.config
     dataset = Dataset.from_name(config.dataset, args.data_root)
     fold_configs, class_configs = read_fold_configs(args.selection, config.dataset, config.folds)
-    registration = RegistrationPredictor(RegistrationConfig(**guided_record["guidance"]["registration"]),
-                                         cache_dir=args.registration_cache)
+    registration = RegistrationPredictor.from_record(guided_record["guidance"]["registration"],
+                                                     cache_dir=args.registration_cache)
     try:
         candidates = [FailureThresholds.of(GuidanceConfig())] + [
             FailureThresholds(r, c) for r in args.ratios for c in args.correlations]
@@ -391,7 +391,7 @@ def cmd_evaluate(args) -> int:
     print(result.format_table())
     record = {"label": args.label or args.model, **result.to_json(), "provenance": provenance()}
     if registration is not None:
-        record["registration"] = asdict(registration.config)
+        record["registration"] = registration.record()
     if guide is not None:
         record["guidance"] = guide.record()
         if args.guidance_selection is not None:

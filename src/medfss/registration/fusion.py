@@ -10,10 +10,11 @@ over the features phi of :data:`FEATURES`:
 - ``network_registered``, ``network_chunks``: the few-shot network's
   foreground probability with the registered support slices and with the
   chunk rule's;
-- ``prior_{s}mm``: the registered prior (the fraction of trusted warped
-  masks holding x) softened in-plane by a Gaussian of s = 0, 2.5, 5, 10 mm;
+- ``prior_{s}mm``: the registered prior (the trusted registrations'
+  probability at x: the fraction of warped masks holding x, or their joint
+  label fusion) softened in-plane by a Gaussian of s = 0, 2.5, 5, 10 mm;
 - ``signed_distance_cm``: the in-plane distance from x to the boundary of
-  the warped mask (prior >= 1/2), positive inside, clipped to +-3 cm;
+  the registered label (prior >= 1/2), positive inside, clipped to +-3 cm;
 - ``appearance_log_ratio``: the query's own appearance model (eq. 2);
 - ``network_x_prior``: ``network_registered`` times ``prior_5mm``.
 

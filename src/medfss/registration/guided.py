@@ -16,8 +16,11 @@ For every support registered onto the query (:mod:`medfss.registration.ants`):
    (``"registered"``: slice z of the warped supports); the learned fusion
    reads both.
 4. *Fusion.* Either the average (``fusion="average"``)
-   p = w p_net + (1 - w) G_sigma * prior, where prior is the fraction of
-   registered supports whose warped mask holds the voxel, G_sigma an
+   p = w p_net + (1 - w) G_sigma * prior, where prior is the registration's
+   own probability (:meth:`RegistrationPredictor.label_probability
+   <medfss.registration.predictor.RegistrationPredictor.label_probability>`
+   of the trusted supports: the fraction whose warped mask holds the voxel,
+   or their joint label fusion), G_sigma an
    in-plane Gaussian of ``prior_sigma_mm`` (the registration's boundary
    error), w = ``network_weight`` and p_net the network of
    ``support_slices``; or the learned fusion (``fusion="learned"``,
@@ -155,7 +158,7 @@ class GuidanceEvidence:
     networks: dict[str, np.ndarray]  # support-slice rule -> [H, W, n] the network's foreground probability on the
     # n slices of ``extent`` (a slab, not the volume: a large CT's volume is 600 MiB); the single key "position"
     # when every registration failed
-    prior: np.ndarray | None  # [H, W, D] fraction of trusted registrations labelling a voxel; None: all failed
+    prior: np.ndarray | None  # [H, W, D] the trusted registrations' P(foreground) (step 4); None: all failed
     spacing: tuple[float, float, float]  # the query's voxel size in mm
     query: np.ndarray  # [H, W, D] the query image (the learned fusion's appearance model reads it)
     extent: tuple[int, int]  # the predicted slices, inclusive: the fusion is 0 outside them
@@ -194,15 +197,6 @@ class GuidedPredictor:
     batch_size: int = 8
     last_guidance: dict[str, Any] = field(default_factory=dict)  # what the last call used, for summaries
 
-    def warp(self, support: SupportScan, query: np.ndarray, query_spacing: tuple[float, float, float]
-             ) -> SupportScan:
-        """``support`` resampled on the query's grid: image linear, mask nearest neighbour."""
-        registration = self.registration.registration(support, query, query_spacing)
-        return SupportScan(registration.warp(support.image, support.spacing),
-                           registration.warp(support.mask.astype(np.float32), support.spacing,
-                                             interpolator="nearestNeighbor") > 0.5,
-                           tuple(query_spacing))
-
     def evidence(self, supports: Sequence[SupportScan], query: np.ndarray,
                  query_spacing: tuple[float, float, float], rules: Sequence[str] | None = None) -> GuidanceEvidence:
         """Steps 1-3: the checked registrations' prior and the network's probability on their extent.
@@ -210,26 +204,31 @@ class GuidedPredictor:
         ``rules``: the support-slice rules to run the network with (default: those the config's fusion reads).
         """
         rules = self.config.network_rules if rules is None else tuple(rules)
+        keep_images = self.registration.label_fusion == "jlf"  # else none kept: a large CT's is 600 MiB
         depth = query.shape[-1]
-        masks, registered, failures = [], [], []  # of the trusted supports: warped masks, and scans if needed
+        trusted, masks, images, registered, failures = [], [], [], [], []  # of the trusted supports
         for support in supports:
-            warped = self.warp(support, query, query_spacing)
+            warped = self.registration.warp(support, query, query_spacing)
             failure = registration_failure(check_registration(support, warped, query, query_spacing), self.config)
             if failure is None:
+                trusted.append(support)
                 masks.append(warped.mask)
+                if keep_images:
+                    images.append(warped.image)
                 if "registered" in rules:
                     registered.append(warped)
             else:
                 failures.append(failure)
-            del warped  # before the next warp: the chunk rule keeps no warped image (a large CT's is 600 MiB)
+            del warped  # before the next warp
         self.last_guidance = {"registered_supports": len(masks), "supports": len(supports), "failures": failures}
         if not masks:
             plan = chunk_plan(supports, estimated_extent(supports, (0, depth)), query.shape[:2], self.chunks)
             self.last_guidance |= {"fallback": "position", "network_slices": [plan.top, plan.bottom]}
             return GuidanceEvidence({"position": self._network(query, plan)}, None, tuple(query_spacing), query,
                                     (plan.top, plan.bottom))
-        prior = np.mean(masks, axis=0, dtype=np.float32)  # [H, W, D]
-        covered = np.flatnonzero(prior.any(axis=(0, 1)))
+        prior = self.registration.label_probability(trusted, masks, images if keep_images else None, query,
+                                                    query_spacing)  # [H, W, D]
+        covered = np.flatnonzero(np.any(masks, axis=(0, 1, 2)))  # the slices a warped mask holds
         extent = (max(0, int(covered[0]) - self.config.margin_slices),
                   min(depth - 1, int(covered[-1]) + self.config.margin_slices))
         plans = {"registered": lambda: registered_plan(registered, extent),
@@ -268,7 +267,7 @@ class Guide:
 
     def record(self) -> dict:
         """What guided predictions use, for results.json and segment summaries."""
-        record = {"registration": asdict(self.registration.config), **asdict(self.config)}
+        record = {"registration": self.registration.record(), **asdict(self.config)}
         if self.fold_configs:
             record["fold_configs"] = {str(f): asdict(c) for f, c in sorted(self.fold_configs.items())}
         if self.class_configs:

@@ -9,7 +9,8 @@ with ``label_fusion="jlf"``, the joint label fusion of the warped supports
 (:func:`medfss.registration.ants.joint_label_fusion`: each atlas weighted per
 voxel by how well its warped image matches the query there, its label taken
 from its best-matching patch nearby; with one support, that local correction
-alone).
+alone). The same probability is the registration guidance's prior
+(:mod:`medfss.registration.guided`).
 No label of the query is used.
 
 A registration depends only on the two images and the settings, not on the
@@ -17,7 +18,8 @@ class, so it is computed once per (support, query) pair and reused for every
 class: in memory (the last ``cache_size`` pairs), and, with ``cache_dir``,
 on disk across runs (one folder per pair and settings, holding ANTs'
 transform files; several processes may share it, each folder is written
-under a temporary name and renamed).
+under a temporary name and renamed). Joint label fusion, tens of seconds a
+class, is kept there too: one file per supports, query and settings.
 """
 
 from __future__ import annotations
@@ -79,17 +81,56 @@ class RegistrationPredictor:
             self._cache.popitem(last=False)  # its temporary transform files go with it
         return result
 
+    def warp(self, support: SupportScan, query: np.ndarray, query_spacing: tuple[float, float, float]
+             ) -> SupportScan:
+        """``support`` resampled on the query's grid: image linear, mask nearest neighbour."""
+        registration = self.registration(support, query, query_spacing)
+        return SupportScan(registration.warp(support.image, support.spacing),
+                           registration.warp(support.mask.astype(np.float32), support.spacing,
+                                             interpolator="nearestNeighbor") > 0.5,
+                           tuple(query_spacing))
+
+    def label_probability(self, supports: Sequence[SupportScan], warped_masks: Sequence[np.ndarray],
+                          warped_images: Sequence[np.ndarray] | None, query: np.ndarray,
+                          query_spacing: tuple[float, float, float]) -> np.ndarray:
+        """P(foreground) [H, W, D] from ``supports`` warped onto the query (masks [H, W, D] bool, images float).
+
+        Voting reads the warped masks alone (``warped_images`` may be None);
+        joint label fusion reads the warped images too.
+        """
+        if self.label_fusion == "vote":
+            return np.mean(warped_masks, axis=0, dtype=np.float32)  # [H, W, D] in [0, 1]
+        require(warped_images is not None, "warped_images", "joint label fusion needs the warped support images")
+        file = None if self.cache_dir is None else self._fusion_file(supports, query, query_spacing)
+        if file is not None and file.is_file():
+            return np.load(file)["probability"]
+        probability = joint_label_fusion(query, query_spacing, list(warped_images), list(warped_masks), self.config)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=file.parent, prefix=".partial-", suffix=".npz", delete=False) as f:
+                np.savez_compressed(f, probability=probability)
+            os.replace(f.name, file)  # atomic: a reader sees the whole file or none
+        return probability
+
     def segment_volume(self, supports: Sequence[SupportScan], query: np.ndarray,
                        query_spacing: tuple[float, float, float]) -> np.ndarray:
-        registrations = [self.registration(support, query, query_spacing) for support in supports]
-        masks = [r.warp(s.mask.astype(np.float32), s.spacing, interpolator="nearestNeighbor") > 0.5
-                 for r, s in zip(registrations, supports)]  # [H, W, D] each
-        if self.label_fusion == "jlf":
-            images = [r.warp(s.image, s.spacing) for r, s in zip(registrations, supports)]
-            return joint_label_fusion(query, query_spacing, images, masks, self.config)
-        return np.mean(masks, axis=0, dtype=np.float32)  # [H, W, D] in [0, 1]
+        warped = [self.warp(support, query, query_spacing) for support in supports]
+        return self.label_probability(supports, [w.mask for w in warped], [w.image for w in warped], query,
+                                      query_spacing)
 
-    def _folder(self, key: tuple[str, str], shapes: Sequence[tuple[int, ...]]) -> Path:
+    def record(self) -> dict:
+        """The settings a result was made with, for results.json (read back by :meth:`from_record`)."""
+        return {**asdict(self.config), "label_fusion": self.label_fusion}
+
+    @classmethod
+    def from_record(cls, record: dict, cache_dir: str | os.PathLike | None = None) -> RegistrationPredictor:
+        """The predictor of a :meth:`record` (records written before label fusion was recorded: voting)."""
+        settings = dict(record)
+        label_fusion = settings.pop("label_fusion", "vote")
+        return cls(RegistrationConfig(**settings), cache_dir=cache_dir, label_fusion=label_fusion)
+
+    def _settings(self, shapes: Sequence[tuple[int, ...]]) -> str:
+        """The registration settings of a cache key, as JSON."""
         # max_voxels changes nothing for volumes under it: it is left out of their key; syn_metric is left out
         # when unset, so that the keys of registrations cached before it existed still match
         coarsened = any(coarsening_factor(s, self.config.max_voxels) > 1 for s in shapes)
@@ -98,9 +139,19 @@ class RegistrationPredictor:
             ignored.add("max_voxels")
         if self.config.syn_metric is None:
             ignored.add("syn_metric")
-        settings = json.dumps({k: v for k, v in asdict(self.config).items() if k not in ignored}, sort_keys=True)
+        return json.dumps({k: v for k, v in asdict(self.config).items() if k not in ignored}, sort_keys=True)
+
+    def _folder(self, key: tuple[str, str], shapes: Sequence[tuple[int, ...]]) -> Path:
+        settings = self._settings(shapes)
         name = hashlib.blake2b(f"{key[0]}{key[1]}{settings}".encode(), digest_size=16).hexdigest()
         return self.cache_dir / name
+
+    def _fusion_file(self, supports: Sequence[SupportScan], query: np.ndarray,
+                     query_spacing: tuple[float, float, float]) -> Path:
+        """Where the joint label fusion of ``supports`` (images and masks) onto ``query`` is cached."""
+        parts = [_fingerprint(s.image, s.spacing) + _fingerprint(s.mask, s.spacing) for s in supports]
+        parts += [_fingerprint(query, query_spacing), self._settings([s.image.shape for s in supports] + [query.shape])]
+        return self.cache_dir / "jlf" / (hashlib.blake2b("".join(parts).encode(), digest_size=16).hexdigest() + ".npz")
 
     def _from_disk(self, folder: Path | None, query_shape: tuple[int, ...], query_spacing) -> Registration | None:
         if folder is None:
