@@ -56,7 +56,7 @@ def _add_registration_args(parser: argparse.ArgumentParser) -> None:
                        help="the supports' warped labels fused by majority voting (default), or by ANTs' joint "
                             "label fusion (each atlas weighted per voxel by how well its warped image matches the "
                             "query, its label taken from its best-matching patch within 3 voxels; with one support "
-                            "too; 30-130 s more per query and class): registration alone's output and the "
+                            "too; some 10-30 s more per query and class): registration alone's output and the "
                             "registration guidance's prior")
     group.add_argument("--registration-cache", type=Path, default=None, metavar="DIR",
                        help="keep each (support, query, settings) registration in DIR and reuse it across runs")
