@@ -228,7 +228,7 @@ class GuidedPredictor:
                                     (plan.top, plan.bottom))
         prior = self.registration.label_probability(trusted, masks, images if keep_images else None, query,
                                                     query_spacing)  # [H, W, D]
-        covered = np.flatnonzero(np.any(masks, axis=(0, 1, 2)))  # the slices a warped mask holds
+        covered = np.flatnonzero(np.any([m.any(axis=(0, 1)) for m in masks], axis=0))  # slices a warped mask holds
         extent = (max(0, int(covered[0]) - self.config.margin_slices),
                   min(depth - 1, int(covered[-1]) + self.config.margin_slices))
         plans = {"registered": lambda: registered_plan(registered, extent),
