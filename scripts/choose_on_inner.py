@@ -1,6 +1,6 @@
 """Choose a setting per test fold on the inner validation split (``INNER=1 bash scripts/cpu_tables.sh``).
 
-    .venv/bin/python scripts/choose_on_inner.py [--other-folds] OUT.json NAME=results/.../DATASET-settingS ...
+    .venv/bin/python scripts/choose_on_inner.py [--other-folds] [--per-group] OUT.json NAME=results/.../DATASET-settingS ...
     e.g. .venv/bin/python scripts/choose_on_inner.py results/adnet_cpu-scales-choice/CHAOST2-setting1.json \
            single=results/adnet_cpu-inner/CHAOST2-setting1 scales-1-4=results/adnet_cpu-scales-1-4-inner/CHAOST2-setting1
 
@@ -8,8 +8,9 @@ Each candidate's model for test fold F was trained without fold F and without V 
 of folds) and scored on V; the candidate with the best mean Dice on V is F's choice (ties: the first
 named). With --other-folds, for settings that train nothing (registration's, scripts/registration_settings.sh),
 every candidate was scored on every fold, and F's choice is the best mean Dice over all folds but F.
-Either way fold F's volumes play no part in its choice. Writes OUT.json (the inner Dice of every candidate
-and fold, the choices, the provenance) and prints the table.
+Either way fold F's volumes play no part in its choice. With --per-group (setting 2, where each test group
+of the data set has its own model per fold) the choice is made per fold and group, on the group's classes.
+Writes OUT.json (the inner Dice of every candidate and fold, the choices, the provenance) and prints the table.
 """
 
 from __future__ import annotations
@@ -38,33 +39,47 @@ def parse(argv: list[str]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--other-folds", action="store_true",
                         help="every candidate scored every fold: choose each fold on all the others")
+    parser.add_argument("--per-group", action="store_true",
+                        help="choose per setting-2 test group too, on that group's classes (one model per group)")
     parser.add_argument("out", type=Path, help="the choice file to write (OUT.json)")
     parser.add_argument("candidates", nargs="+", type=candidate, metavar="NAME=FOLDER",
                         help="a candidate's name and the folder of its results.json")
     return parser.parse_args(argv)
 
 
+def choose(results: dict[str, dict], validation: list[int], classes: tuple[str, ...] | None, what: str) -> dict:
+    """The candidate with the best mean Dice on the validation folds (of ``classes`` only; ties: the first named)."""
+    inner = {name: restricted_mean_dice(result, validation, classes) for name, result in results.items()}
+    best = max(inner, key=lambda name: (inner[name], -list(inner).index(name)))
+    print(f"{what}: validation folds {','.join(map(str, validation))}"
+          + (f" ({', '.join(classes)})" if classes else "") + ": "
+          + ", ".join(f"{name} {dice:.2f}" for name, dice in inner.items()) + f" -> {best}")
+    return {"inner_mean_dice": inner, "choice": best}
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv[1:])  # a usage error exits with argparse's message and status 2
-    other_folds, out, candidates = args.other_folds, args.out, dict(args.candidates)
+    out, candidates = args.out, dict(args.candidates)
     results = {name: json.loads((Path(folder) / "results.json").read_text()) for name, folder in candidates.items()}
     validation_folds = [tuple(r["protocol"]["folds"]) for r in results.values()]
     if len(set(validation_folds)) != 1:
         print(f"medfss: the candidates scored different folds: {validation_folds}", file=sys.stderr)
         return 2
-    n_folds = get_dataset_spec(next(iter(results.values()))["protocol"]["dataset"]).n_folds
+    spec = get_dataset_spec(next(iter(results.values()))["protocol"]["dataset"])
+    if args.per_group and not spec.groups:
+        print(f"medfss: {spec.name} has no setting-2 groups to choose per group", file=sys.stderr)
+        return 2
     scored = validation_folds[0]
-    if other_folds:
+    if args.other_folds:
         splits = {test: [fold for fold in scored if fold != test] for test in scored}
     else:
-        splits = {(validation - 1) % n_folds: [validation] for validation in scored}
+        splits = {(validation - 1) % spec.n_folds: [validation] for validation in scored}
     choices = {}
     for test, validation in splits.items():
-        inner = {name: restricted_mean_dice(result, validation) for name, result in results.items()}
-        best = max(inner, key=lambda name: (inner[name], -list(inner).index(name)))
-        choices[str(test)] = {"validation_folds": validation, "inner_mean_dice": inner, "choice": best}
-        print(f"test fold {test}: validation folds {','.join(map(str, validation))}: "
-              + ", ".join(f"{name} {dice:.2f}" for name, dice in inner.items()) + f" -> {best}")
+        choices[str(test)] = {"validation_folds": validation, **choose(results, validation, None, f"test fold {test}")}
+        if args.per_group:
+            choices[str(test)]["groups"] = {group: choose(results, validation, classes, f"  {group}")
+                                            for group, classes in spec.groups.items()}
     record = {"candidates": candidates, "folds": choices, "provenance": provenance(argv)}
     write_text_atomic(json.dumps(record, indent=1) + "\n", out)
     return 0

@@ -3,7 +3,7 @@
 # then scored on the test folds (issue 16). No test fold takes part in its own choice.
 # For the self-supervised presets (one model per fold in setting 1, per fold and test group in setting 2).
 #
-#   [CHOICE_SETTING=1|2] bash scripts/inner_choice.sh MODEL TAG --set KEY=VALUE [--set ...]
+#   [CHOICE_SETTING=1|2 [PER_GROUP=1]] bash scripts/inner_choice.sh MODEL TAG --set KEY=VALUE [--set ...]
 #   e.g. bash scripts/inner_choice.sh adnet scales-1-4 --set 'data.pseudolabel_scales=[1, 4]'
 #        bash scripts/inner_choice.sh apscl no-mgd --set model.options.mgd=false
 #
@@ -18,6 +18,8 @@
 #    results/NAME/CHAOST2-settingS/, in the settings of SETTINGS. Chosen in setting 1: NAME is
 #    MODEL_cpu-TAG-choice and SETTINGS "1 2" (setting 2 takes setting 1's choice per fold); chosen in
 #    setting 2: MODEL_cpu-TAG-setting2-choice and "2". Either can be set.
+# PER_GROUP=1 (with CHOICE_SETTING=2) chooses per test fold and group, on the group's classes, since each
+# group has its own model there (choice-per-group.json; NAME MODEL_cpu-TAG-setting2-choice-per-group).
 # Inner and final results already in results/ are reused (delete them to score again); trained models are
 # reused as everywhere, so the candidates can be trained side by side first
 # (INNER=1 TRAIN_ONLY=1 OMP_NUM_THREADS=1 bash scripts/cpu_tables.sh MODEL CHAOST2 S ...).
@@ -33,31 +35,45 @@ inner=results/$preset-inner/CHAOST2-setting$chosen_in inner_candidate=results/$c
 [ -f "$inner/results.json" ] || INNER=1 bash scripts/cpu_tables.sh "$model" CHAOST2 "$chosen_in" $folds
 [ -f "$inner_candidate/results.json" ] ||
   INNER=1 TAG=$tag bash scripts/cpu_tables.sh "$model" CHAOST2 "$chosen_in" $folds "$@"
-choice=$inner_candidate/choice.json name=${NAME:-$candidate-choice} settings=${SETTINGS:-1 2}
+choice=$inner_candidate/choice.json name=${NAME:-$candidate-choice} settings=${SETTINGS:-1 2} per_group=()
 [ "$chosen_in" = 2 ] && name=${NAME:-$candidate-setting2-choice} settings=${SETTINGS:-2}
-if [ ! "$choice" -nt "$inner/results.json" ] || [ ! "$choice" -nt "$inner_candidate/results.json" ]; then
-  .venv/bin/python scripts/choose_on_inner.py "$choice" "$preset=$inner" "$candidate=$inner_candidate"
+if [ -n "${PER_GROUP:-}" ]; then
+  if [ "$chosen_in" != 2 ] || [ "$settings" != 2 ]; then
+    echo "inner_choice.sh: PER_GROUP=1 needs CHOICE_SETTING=2 and SETTINGS=2 (groups have their own models there)" >&2
+    exit 2
+  fi
+  choice=$inner_candidate/choice-per-group.json name=${NAME:-$candidate-setting2-choice-per-group} per_group=(--per-group)
 fi
+if [ ! "$choice" -nt "$inner/results.json" ] || [ ! "$choice" -nt "$inner_candidate/results.json" ]; then
+  .venv/bin/python scripts/choose_on_inner.py "${per_group[@]}" "$choice" "$preset=$inner" "$candidate=$inner_candidate"
+fi
+chosen_for() {  # fold [group]: the candidate chosen for that fold's model (of that group, when chosen per group)
+  .venv/bin/python -c "import json, sys
+fold = json.load(open(sys.argv[1]))['folds'][sys.argv[2]]
+print(fold['groups'][sys.argv[3]]['choice'] if sys.argv[3:] else fold['choice'])" "$choice" "$@"
+}
 for setting in $settings; do
   linked=runs/$name/CHAOST2-setting$setting out=results/$name/CHAOST2-setting$setting
   mkdir -p "$linked"
   for fold in ${folds//,/ }; do
-    chosen=$(.venv/bin/python -c "import json, sys
-print(json.load(open(sys.argv[1]))['folds'][sys.argv[2]]['choice'])" "$choice" "$fold")
-    if [ "$chosen" = "$preset" ]; then
-      TRAIN_ONLY=1 bash scripts/cpu_tables.sh "$model" CHAOST2 "$setting" "$fold"
-    else
-      TRAIN_ONLY=1 TAG=$tag bash scripts/cpu_tables.sh "$model" CHAOST2 "$setting" "$fold" "$@"
-    fi
-    runs=(fold$fold)
-    [ "$setting" = 2 ] && runs=(upper-fold$fold lower-fold$fold)
-    for run in "${runs[@]}"; do ln -sfn "../../$chosen/CHAOST2-setting$setting/$run" "$linked/$run"; done
+    groups=("")
+    [ "$setting" = 2 ] && groups=(upper lower)
+    for group in "${groups[@]}"; do
+      chosen=$(chosen_for "$fold" ${per_group:+$group})
+      if [ "$chosen" = "$preset" ]; then
+        GROUP=$group TRAIN_ONLY=1 bash scripts/cpu_tables.sh "$model" CHAOST2 "$setting" "$fold"
+      else
+        GROUP=$group TRAIN_ONLY=1 TAG=$tag bash scripts/cpu_tables.sh "$model" CHAOST2 "$setting" "$fold" "$@"
+      fi
+      run=${group:+$group-}fold$fold
+      ln -sfn "../../$chosen/CHAOST2-setting$setting/$run" "$linked/$run"
+    done
   done
   checkpoint="$linked/fold{fold}/model.pt"
   [ "$setting" = 2 ] && checkpoint="$linked/{group}-fold{fold}/model.pt"
   [ -f "$out/results.json" ] || .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" \
     --dataset CHAOST2 --setting "$setting" --folds $folds --support-index 0,1,2,3 --quiet \
-    --label "$model (CPU preset, self-supervised), the preset or $tag ($*) chosen per fold on the inner split of setting $chosen_in ($choice)" \
+    --label "$model (CPU preset, self-supervised), the preset or $tag ($*) chosen per fold${per_group:+ and group} on the inner split of setting $chosen_in ($choice)" \
     --out "$out"
 done
 .venv/bin/medfss report results --out results/README.md

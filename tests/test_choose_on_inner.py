@@ -52,6 +52,36 @@ def test_with_other_folds_each_test_fold_takes_the_best_candidate_over_the_folds
     assert "test fold 0: validation folds 1,2: one 55.00, two 57.00 -> two" in capsys.readouterr().out
 
 
+def test_per_group_each_group_takes_the_best_candidate_on_its_own_classes(tmp_path, capsys):
+    def results(folder, liver: float, kidney: float):
+        runs = lambda dice: [{"fold": 1, "support_index": s, "dice": dice} for s in (0, 1)]
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({
+            "protocol": {"dataset": "CHAOST2", "folds": [1]},
+            "classes": {"liver": {"runs": runs(liver)}, "left_kidney": {"runs": runs(kidney)}}}))
+        return folder
+
+    a = results(tmp_path / "a", liver=30.0, kidney=70.0)  # mean 50
+    b = results(tmp_path / "b", liver=50.0, kidney=60.0)  # mean 55
+    out = tmp_path / "choice.json"
+    assert load_script().main(["choose_on_inner.py", "--per-group", str(out), f"one={a}", f"two={b}"]) == 0
+    fold = json.loads(out.read_text())["folds"]["0"]
+    assert fold["choice"] == "two"  # over all classes, as without --per-group
+    # the upper group (liver, spleen) is scored on the liver alone here, the lower on the left kidney
+    assert {group: g["choice"] for group, g in fold["groups"].items()} == {"upper": "two", "lower": "one"}
+    assert fold["groups"]["lower"]["inner_mean_dice"] == {"one": 70.0, "two": 60.0}
+    assert "lower: validation folds 1 (left_kidney, right_kidney): one 70.00, two 60.00 -> one" in capsys.readouterr().out
+
+
+def test_per_group_needs_a_data_set_with_groups(tmp_path, capsys):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({
+        "protocol": {"dataset": "CMR", "folds": [1]}, "classes": {"RV": {"runs": []}}}))
+    assert load_script().main(["choose_on_inner.py", "--per-group", str(tmp_path / "c.json"), f"one={folder}"]) == 2
+    assert "no setting-2 groups" in capsys.readouterr().err and not (tmp_path / "c.json").exists()
+
+
 def test_candidates_scored_on_different_folds_are_refused(tmp_path, capsys):
     a = inner_results(tmp_path / "a", {1: 50.0, 0: 40.0})
     b = inner_results(tmp_path / "b", {1: 55.0})

@@ -14,7 +14,7 @@ from scipy import ndimage
 from medfss.errors import ConfigError
 from medfss.evaluation.protocol import ProtocolConfig, evaluate
 from medfss.inference import SupportScan, VolumePredictor, predict_class
-from medfss.registration.ants import RegistrationConfig
+from medfss.registration.ants import JointLabelFusionConfig, RegistrationConfig
 
 pytest.importorskip("ants")  # the registration extra
 
@@ -60,6 +60,18 @@ def test_registration_recovers_a_moved_organ(transform):
     probability = predictor.segment_volume([SupportScan(moving, moving_mask, (1.0, 1.0, 2.0))], fixed, (1.0, 1.0, 2.0))
     assert probability.shape == fixed.shape and set(np.unique(probability)) <= {0.0, 1.0}
     assert dice(probability > 0.5, fixed_mask) > 0.95
+
+
+def test_a_registration_at_one_thread_repeats_bit_for_bit():
+    from medfss.registration.ants import register
+
+    fixed, _ = blob_volume((4, -3, 2))
+    moving, moving_mask = blob_volume()
+    config = RegistrationConfig(transform="syn", syn_iterations=(20, 10, 0), threads=1)
+    assert config.seed != 0  # ANTs' clock seed: another transform on every run
+    warps = [register(fixed, (1.0, 1.0, 2.0), moving, (1.0, 1.0, 2.0), config).warp(
+        moving_mask.astype(np.float32), (1.0, 1.0, 2.0)) for _ in range(2)]  # linear: any change in the transform shows
+    np.testing.assert_array_equal(warps[0], warps[1])
 
 
 def test_a_large_volume_is_registered_on_a_coarser_copy_and_warped_onto_its_full_grid():
@@ -233,7 +245,7 @@ class IdentityRegistration:
         return np.asarray(array, dtype=np.float32)
 
 
-def identity_registrations(label_fusion: str = "vote", cache_dir=None):
+def identity_registrations(label_fusion: str = "vote", cache_dir=None, **options):
     """A RegistrationPredictor for supports already on the query's grid: every registration is the identity."""
     from medfss.registration.predictor import RegistrationPredictor
 
@@ -241,7 +253,8 @@ def identity_registrations(label_fusion: str = "vote", cache_dir=None):
         def registration(self, support, query, query_spacing):
             return IdentityRegistration()
 
-    return IdentityRegistrations(RegistrationConfig(threads=1), cache_dir=cache_dir, label_fusion=label_fusion)
+    return IdentityRegistrations(RegistrationConfig(threads=1), cache_dir=cache_dir, label_fusion=label_fusion,
+                                 **options)
 
 
 class ConstantNetwork:
@@ -696,7 +709,7 @@ def test_joint_label_fusion_is_computed_once_per_supports_and_query_and_kept_on_
 
     calls = []
 
-    def fake_fusion(query, query_spacing, warped_images, warped_masks, config):
+    def fake_fusion(query, query_spacing, warped_images, warped_masks, config, fusion):
         calls.append(len(warped_images))
         return np.where(warped_masks[0], 0.9, 0.1).astype(np.float32)
 
@@ -712,6 +725,9 @@ def test_joint_label_fusion_is_computed_once_per_supports_and_query_and_kept_on_
     other_class = [SupportScan(near, ~near_mask)]  # same images, another mask: another fusion
     identity_registrations("jlf", tmp_path).segment_volume(other_class, query, (1.0, 1.0, 1.0))
     assert calls == [1, 1]
+    wider = identity_registrations("jlf", tmp_path, jlf=JointLabelFusionConfig(search_radius=5))
+    wider.segment_volume(supports, query, (1.0, 1.0, 1.0))  # other fusion settings: not the cached file
+    assert calls == [1, 1, 1]
 
 
 def test_the_guided_prior_is_the_registrations_joint_label_fusion_when_it_fuses_labels_so():
@@ -736,8 +752,14 @@ def test_the_guided_prior_is_the_registrations_joint_label_fusion_when_it_fuses_
 def test_a_registration_record_reads_back_into_the_same_predictor_and_an_older_one_votes():
     from medfss.registration.predictor import RegistrationPredictor
 
-    predictor = RegistrationPredictor(RegistrationConfig(syn_iterations=(40, 20, 10)), label_fusion="jlf")
+    predictor = RegistrationPredictor(RegistrationConfig(syn_iterations=(40, 20, 10)), label_fusion="jlf",
+                                      jlf=JointLabelFusionConfig(patch_radius=1))
     again = RegistrationPredictor.from_record(json.loads(json.dumps(predictor.record())))
-    assert again.config == predictor.config and again.label_fusion == "jlf"
+    assert again.config == predictor.config and again.label_fusion == "jlf" and again.jlf == predictor.jlf
     older = asdict(RegistrationConfig())  # results.json before label fusion was recorded
     assert RegistrationPredictor.from_record(older).label_fusion == "vote"
+    older_jlf = {**older, "label_fusion": "jlf"}  # before the fusion's settings were: ANTs' defaults
+    assert RegistrationPredictor.from_record(older_jlf).jlf == JointLabelFusionConfig()
+    assert "jlf" not in RegistrationPredictor().record()  # voting has no fusion settings
+    with pytest.raises(ConfigError, match="search_radius must be an integer >= 0"):
+        JointLabelFusionConfig(search_radius=-1)

@@ -301,7 +301,7 @@ def cmd_select_failure_thresholds(args) -> int:
                                              untrusted, with_thresholds)
     from medfss.registration.guided import GuidanceConfig
     from medfss.registration.predictor import RegistrationPredictor
-    from medfss.registration.selection import read_fold_configs
+    from medfss.registration.selection import fold_configs, read_selection
 
     guided_record, guided = _read_result(args.guided, "--guided")
     _, fallback = _read_result(args.fallback, "--fallback")
@@ -316,7 +316,8 @@ def cmd_select_failure_thresholds(args) -> int:
                           "classes); they differ")
     config = guided.config
     dataset = Dataset.from_name(config.dataset, args.data_root)
-    fold_configs, class_configs = read_fold_configs(args.selection, config.dataset, config.folds)
+    selection = read_selection(args.selection)
+    folds_scored_with, classes_scored_with = fold_configs(selection, args.selection, config.dataset, config.folds)
     registration = RegistrationPredictor.from_record(guided_record["guidance"]["registration"],
                                                      cache_dir=args.registration_cache)
     try:
@@ -326,7 +327,7 @@ def cmd_select_failure_thresholds(args) -> int:
         raise ConfigError(f"--ratios / --correlations: {error}") from None
     announce_new_folder(args.out)
     checks = registration_checks(dataset, registration, config, progress=not args.quiet)
-    scored_with = {(f, c): FailureThresholds.of(class_configs.get(f, {}).get(c, fold_configs[f]))
+    scored_with = {(f, c): FailureThresholds.of(classes_scored_with.get(f, {}).get(c, folds_scored_with[f]))
                    for f in config.folds for c in config.classes}
     rejected = untrusted(checks, scored_with)
     if rejected:
@@ -346,9 +347,8 @@ def cmd_select_failure_thresholds(args) -> int:
         print(f"the best candidate that rejects any registration, ratio {row['config']['max_volume_ratio']:g}, "
               f"correlation {row['config']['min_correlation']:g}: {row['rejected']} of {len(checks)} rejected, "
               f"Dice {row['mean_dice']:.2f} over all folds")
-    selection = json.loads(Path(args.selection).read_text())
     record = {**selection, "selection": with_thresholds(selection["selection"], chosen),
-              "failure_thresholds": {"guided": str(args.guided), "fallback": str(args.fallback),
+              "failure_threshold_inputs": {"guided": str(args.guided), "fallback": str(args.fallback),
                                      "selection": str(args.selection),
                                      "checks": [{"fold": k[0], "support_index": k[1], "class": k[2], "case_id": k[3],
                                                  **asdict(c), "volume_ratio": c.volume_ratio}

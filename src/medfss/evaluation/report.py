@@ -124,9 +124,10 @@ def _restricted_summaries(result: dict, classes: list[str], folds: tuple[int, ..
     return summaries, _mean_std([statistics.fmean(v) for v in per_run.values()])
 
 
-def restricted_mean_dice(result: dict, folds: Sequence[int]) -> float | None:
-    """The mean Dice of a results.json dict over its runs on ``folds`` only; None when it has none there."""
-    return _restricted_summaries(result, list(result["classes"]), tuple(folds))[1]["mean"]
+def restricted_mean_dice(result: dict, folds: Sequence[int], classes: Sequence[str] | None = None) -> float | None:
+    """The mean Dice of a results.json dict over its runs on ``folds`` only, of ``classes`` only (default: all);
+    None when it has none there."""
+    return _restricted_summaries(result, list(classes or result["classes"]), tuple(folds))[1]["mean"]
 
 
 def _restricted(result: dict, classes: list[str], folds: tuple[int, ...]) -> tuple[list[str], str]:

@@ -10,7 +10,12 @@ information (or ``syn_metric``) with ``syn_iterations`` per resolution level
 (ANTsPy's default (40, 20, 0) skips the full-resolution level).
 
 ITK's thread count follows ``threads`` (default: torch's), so that a run's
-thread count is the one recorded in its provenance. A volume of more than
+thread count is the one recorded in its provenance. At one thread a
+registration is reproducible bit for bit: the affine stage samples the
+metric at random, from ``seed`` (ANTs takes a seed of 0 as "seed from the
+clock", so 0 gives another transform on every run, off by millimetres on
+real pairs); at several threads ITK's parallel sums leave differences of a
+tenth of a millimetre. A volume of more than
 ``max_voxels`` voxels is registered on a coarser copy (every axis scaled by
 one factor), which bounds registration's memory and time on large CTs; the
 transform, in physical units, then warps onto the full query grid, a slab of
@@ -48,7 +53,7 @@ class RegistrationConfig:
     aff_iterations: tuple[int, ...] = (2100, 1200, 1200, 10)  # per level, coarse to fine (shrink 6, 4, 2, 1)
     syn_iterations: tuple[int, ...] = (40, 20, 0)  # per level, coarse to fine (0: the level is skipped)
     threads: int = 0  # ITK threads; 0: torch.get_num_threads()
-    seed: int = 0  # ANTs' random sampling of the affine metric
+    seed: int = 1  # ANTs' random sampling of the affine metric; 0: ANTs seeds it from the clock (not reproducible)
     max_voxels: int = 2 ** 22  # larger volumes are registered on a coarser copy (module docstring)
 
     def __post_init__(self):
@@ -66,6 +71,22 @@ class RegistrationConfig:
         require(isinstance(self.seed, int) and self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         require(isinstance(self.max_voxels, int) and self.max_voxels >= 4096, "max_voxels",
                 f"must be an integer >= 4096, got {self.max_voxels!r}")
+
+
+@dataclass(frozen=True)
+class JointLabelFusionConfig:
+    """ANTs' joint label fusion (:func:`joint_label_fusion`), at ANTs' defaults."""
+
+    patch_radius: int = 2  # voxels around a voxel whose intensities are compared (ANTs' rad)
+    search_radius: int = 3  # voxels an atlas's best-matching patch is searched within (r_search)
+    beta: float = 4  # the exponent on the patch differences in the atlases' joint error
+    margin_voxels: int = 3  # the warped masks' union is dilated by this (the search radius): fused there only
+
+    def __post_init__(self):
+        for name in ("patch_radius", "search_radius", "margin_voxels"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 0, name, f"must be an integer >= 0, got {value!r}")
+        require(self.beta > 0, "beta", f"must be > 0, got {self.beta}")
 
 
 def ants_available() -> bool:
@@ -229,7 +250,7 @@ def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], movin
 
 def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, float], warped_images: list[np.ndarray],
                        warped_masks: list[np.ndarray], config: RegistrationConfig = RegistrationConfig(),
-                       margin_voxels: int = 3) -> np.ndarray:
+                       fusion: JointLabelFusionConfig = JointLabelFusionConfig()) -> np.ndarray:
     """Joint label fusion (Wang et al., TPAMI 2013) of supports warped onto ``query``: P(foreground) [H, W, D].
 
     Each atlas votes with a weight per voxel, from how well its image patch
@@ -237,9 +258,9 @@ def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, flo
     atlases' (correlated atlases share their weight), instead of one vote
     each; and each atlas's vote at a voxel comes from its best-matching
     patch within the search radius, which corrects a residual
-    misregistration of a few voxels. ANTs' implementation with its defaults
-    (patch radius 2, search radius 3, beta 4), run within the union of the
-    warped masks dilated by ``margin_voxels`` (the search radius): no atlas
+    misregistration of a few voxels. ANTs' implementation with the patch and
+    search radii and beta of ``fusion``, run within the union of the warped
+    masks dilated by ``fusion.margin_voxels`` (the search radius): no atlas
     labels a voxel outside it. ANTsPy needs two atlases: one is passed twice,
     which splits its weight in two equal halves and keeps the patch search.
     ``warped_images`` [H, W, D] float and ``warped_masks`` [H, W, D] bool
@@ -250,14 +271,15 @@ def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, flo
     union = np.any(warped_masks, axis=0)  # [H, W, D]
     if not union.any():
         return np.zeros(query.shape, dtype=np.float32)
-    region = ndimage.binary_dilation(union, iterations=margin_voxels)
+    region = ndimage.binary_dilation(union, iterations=fusion.margin_voxels) if fusion.margin_voxels else union
 
     def image(array: np.ndarray):
         return ants.from_numpy(np.ascontiguousarray(array, dtype=np.float32), spacing=tuple(map(float, query_spacing)))
 
     atlases = 2 if len(warped_images) == 1 else 1  # copies of each
     fused = ants.joint_label_fusion(image(query), image(region), [image(a) for a in warped_images] * atlases,
-                                    label_list=[image(m) for m in warped_masks] * atlases)
+                                    label_list=[image(m) for m in warped_masks] * atlases, beta=fusion.beta,
+                                    rad=fusion.patch_radius, r_search=fusion.search_radius)
     probability = fused["probabilityimages"][fused["segmentation_numbers"].index(1)].numpy()  # [H, W, D]
     return np.where(region, probability, 0.0).astype(np.float32)
 

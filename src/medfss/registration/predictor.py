@@ -19,7 +19,7 @@ class: in memory (the last ``cache_size`` pairs), and, with ``cache_dir``,
 on disk across runs (one folder per pair and settings, holding ANTs'
 transform files; several processes may share it, each folder is written
 under a temporary name and renamed). Joint label fusion, tens of seconds a
-class, is kept there too: one file per supports, query and settings.
+class, is kept there too: one file per supports, query and settings (the registration's and the fusion's).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from medfss.inference.plan import SupportScan
-from medfss.registration.ants import (Registration, RegistrationConfig, coarsening_factor, joint_label_fusion,
-                                     register, transforms_from)
+from medfss.registration.ants import (JointLabelFusionConfig, Registration, RegistrationConfig, coarsening_factor,
+                                     joint_label_fusion, register, transforms_from)
 from medfss.validation import require
 
 LABEL_FUSIONS = ("vote", "jlf")  # majority voting, joint label fusion
@@ -55,11 +55,13 @@ class RegistrationPredictor:
     """Atlas registration of every support onto the query, fused by majority voting or joint label fusion."""
 
     def __init__(self, config: RegistrationConfig = RegistrationConfig(), cache_size: int = 8,
-                 cache_dir: str | os.PathLike | None = None, label_fusion: str = "vote"):
+                 cache_dir: str | os.PathLike | None = None, label_fusion: str = "vote",
+                 jlf: JointLabelFusionConfig = JointLabelFusionConfig()):
         require(label_fusion in LABEL_FUSIONS, "label_fusion", f"must be one of {', '.join(LABEL_FUSIONS)}, "
                                                                f"got {label_fusion!r}")
         self.config = config
         self.label_fusion = label_fusion
+        self.jlf = jlf  # read with label_fusion="jlf" only
         self.cache_size = cache_size
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._cache: OrderedDict[tuple[str, str], Registration] = OrderedDict()
@@ -104,7 +106,8 @@ class RegistrationPredictor:
         file = None if self.cache_dir is None else self._fusion_file(supports, query, query_spacing)
         if file is not None and file.is_file():
             return np.load(file)["probability"]
-        probability = joint_label_fusion(query, query_spacing, list(warped_images), list(warped_masks), self.config)
+        probability = joint_label_fusion(query, query_spacing, list(warped_images), list(warped_masks), self.config,
+                                         self.jlf)
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=file.parent, prefix=".partial-", suffix=".npz", delete=False) as f:
@@ -120,14 +123,17 @@ class RegistrationPredictor:
 
     def record(self) -> dict:
         """The settings a result was made with, for results.json (read back by :meth:`from_record`)."""
-        return {**asdict(self.config), "label_fusion": self.label_fusion}
+        fusion = {"jlf": asdict(self.jlf)} if self.label_fusion == "jlf" else {}
+        return {**asdict(self.config), "label_fusion": self.label_fusion, **fusion}
 
     @classmethod
     def from_record(cls, record: dict, cache_dir: str | os.PathLike | None = None) -> RegistrationPredictor:
-        """The predictor of a :meth:`record` (records written before label fusion was recorded: voting)."""
+        """The predictor of a :meth:`record` (records written before label fusion was recorded: voting; before
+        its settings were: ANTs' defaults, the only ones used then)."""
         settings = dict(record)
         label_fusion = settings.pop("label_fusion", "vote")
-        return cls(RegistrationConfig(**settings), cache_dir=cache_dir, label_fusion=label_fusion)
+        jlf = JointLabelFusionConfig(**settings.pop("jlf", {}))
+        return cls(RegistrationConfig(**settings), cache_dir=cache_dir, label_fusion=label_fusion, jlf=jlf)
 
     def _settings(self, shapes: Sequence[tuple[int, ...]]) -> str:
         """The registration settings of a cache key, as JSON."""
@@ -150,7 +156,8 @@ class RegistrationPredictor:
                      query_spacing: tuple[float, float, float]) -> Path:
         """Where the joint label fusion of ``supports`` (images and masks) onto ``query`` is cached."""
         parts = [_fingerprint(s.image, s.spacing) + _fingerprint(s.mask, s.spacing) for s in supports]
-        parts += [_fingerprint(query, query_spacing), self._settings([s.image.shape for s in supports] + [query.shape])]
+        parts += [_fingerprint(query, query_spacing), self._settings([s.image.shape for s in supports] + [query.shape]),
+                  json.dumps(asdict(self.jlf), sort_keys=True)]
         return self.cache_dir / "jlf" / (hashlib.blake2b("".join(parts).encode(), digest_size=16).hexdigest() + ".npz")
 
     def _from_disk(self, folder: Path | None, query_shape: tuple[int, ...], query_spacing) -> Registration | None:

@@ -342,7 +342,25 @@ def _config(record: dict) -> GuidanceConfig:
 
 def read_fold_configs(path: str | os.PathLike, dataset: str, folds: Sequence[int]
                       ) -> tuple[dict[int, GuidanceConfig], dict[int, dict[str, GuidanceConfig]]]:
-    """Each of ``folds``' fusion from a selection file of ``medfss select-guidance``, and its classes' own.
+    """Each of ``folds``' fusion from a selection file of ``medfss select-guidance``, and its classes' own."""
+    return fold_configs(read_selection(path), path, dataset, folds)
+
+
+def read_selection(path: str | os.PathLike) -> dict:
+    """A selection file of ``medfss select-guidance`` (or ``select-failure-thresholds``), as written."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"guidance selection {path} does not exist (write it with 'medfss select-guidance')") \
+            from None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"guidance selection {path} is not a selection file of 'medfss select-guidance' "
+                          f"({type(error).__name__}: {error})") from None
+
+
+def fold_configs(record: dict, path: str | os.PathLike, dataset: str, folds: Sequence[int]
+                 ) -> tuple[dict[int, GuidanceConfig], dict[int, dict[str, GuidanceConfig]]]:
+    """Each of ``folds``' fusion from the selection ``record`` (read from ``path``), and its classes' own.
 
     On the data set the selection was made on, each fold takes its own
     nested choice, and each class its config where the selection fitted
@@ -352,7 +370,6 @@ def read_fold_configs(path: str | os.PathLike, dataset: str, folds: Sequence[int
     Returns (fold -> config, fold -> class -> config).
     """
     try:
-        record = json.loads(Path(path).read_text())
         selection = record["selection"]
         if record["protocol"]["dataset"] != dataset:
             best = _config(selection["best_overall"]["config"])
@@ -360,10 +377,7 @@ def read_fold_configs(path: str | os.PathLike, dataset: str, folds: Sequence[int
         chosen = {int(fold): _config(choice["config"]) for fold, choice in selection["folds"].items()}
         classes = {int(fold): {name: _config(entry["config"]) for name, entry in choice.get("classes", {}).items()}
                    for fold, choice in selection["folds"].items()}
-    except FileNotFoundError:
-        raise ConfigError(f"guidance selection {path} does not exist (write it with 'medfss select-guidance')") \
-            from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ConfigError(f"guidance selection {path} is not a selection file of 'medfss select-guidance' "
                           f"({type(error).__name__}: {error})") from None
     missing = sorted(set(folds) - set(chosen))
