@@ -763,3 +763,16 @@ def test_a_registration_record_reads_back_into_the_same_predictor_and_an_older_o
     assert "jlf" not in RegistrationPredictor().record()  # voting has no fusion settings
     with pytest.raises(ConfigError, match="search_radius must be an integer >= 0"):
         JointLabelFusionConfig(search_radius=-1)
+
+
+def test_the_registration_options_of_the_command_line_reach_the_config():
+    from medfss.cli import _registration_predictor, build_parser
+
+    def config(*options):
+        args = build_parser().parse_args(["evaluate", "--model", "registration", "--dataset", "CHAOST2", "--out", "o",
+                                          *options])
+        return _registration_predictor(args).config
+
+    assert config() == RegistrationConfig()  # unset options keep the config's defaults
+    assert config("--registration-seed", "0", "--registration-iterations", "40,20,10") == RegistrationConfig(
+        seed=0, syn_iterations=(40, 20, 10))

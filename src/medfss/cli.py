@@ -52,6 +52,10 @@ def _add_registration_args(parser: argparse.ArgumentParser) -> None:
                        help="similarity of the SyN stage alone (CC: ANTs' SyNCC; default: --registration-metric)")
     group.add_argument("--registration-iterations", type=_int_list, default=None, metavar="N1,N2,...",
                        help="SyN iterations per level, coarse to fine (default ANTsPy's 40,20,0)")
+    group.add_argument("--registration-seed", type=int, default=None, metavar="N",
+                       help="seed of the affine stage's random metric sampling (default: a fixed one; 0: ANTs "
+                            "seeds it from the clock, another transform on every run); a registration repeats "
+                            "bit for bit at one thread (OMP_NUM_THREADS=1)")
     group.add_argument("--registration-label-fusion", choices=("vote", "jlf"), default="vote",
                        help="the supports' warped labels fused by majority voting (default), or by ANTs' joint "
                             "label fusion (each atlas weighted per voxel by how well its warped image matches the "
@@ -66,9 +70,10 @@ def _registration_predictor(args):
     from medfss.registration.ants import RegistrationConfig
     from medfss.registration.predictor import RegistrationPredictor
 
-    iterations = {} if args.registration_iterations is None else {"syn_iterations": args.registration_iterations}
+    given = {"syn_iterations": args.registration_iterations, "seed": args.registration_seed}
     config = RegistrationConfig(transform=args.registration_transform, metric=args.registration_metric,
-                                syn_metric=args.registration_syn_metric, **iterations)
+                                syn_metric=args.registration_syn_metric,
+                                **{name: value for name, value in given.items() if value is not None})
     return RegistrationPredictor(config, cache_dir=args.registration_cache, label_fusion=args.registration_label_fusion)
 
 
