@@ -271,6 +271,7 @@ def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, flo
     union = np.any(warped_masks, axis=0)  # [H, W, D]
     if not union.any():
         return np.zeros(query.shape, dtype=np.float32)
+    # iterations=0 would dilate until nothing changes, not at all
     region = ndimage.binary_dilation(union, iterations=fusion.margin_voxels) if fusion.margin_voxels else union
 
     def image(array: np.ndarray):
