@@ -10,7 +10,9 @@ information (or ``syn_metric``) with ``syn_iterations`` per resolution level
 (ANTsPy's default (40, 20, 0) skips the full-resolution level).
 
 ITK's thread count follows ``threads`` (default: torch's), so that a run's
-thread count is the one recorded in its provenance. At one thread a
+thread count is the one recorded in its provenance; ITK reads it once, at
+its first use in a process, so the first registration's count holds for the
+rest of the process (one count per command-line run). At one thread a
 registration is reproducible bit for bit: the affine stage samples the
 metric at random, from ``seed`` (ANTs takes a seed of 0 as "seed from the
 clock", so 0 gives another transform on every run, off by millimetres on
