@@ -26,6 +26,8 @@
 # results go to NAME...-syn-40-20-10 and registration-syn-40-20-10.
 # LABEL_FUSION=jlf fuses the warped labels by joint label fusion (default vote), for registration alone and as the
 # guidance's prior; results go to NAME...-jlf and registration-syn...-jlf.
+# RESULTS=folder puts every result of the run under that folder instead of results/guided (e.g. a rerun beside
+# the committed tables, none of them reused).
 #
 # 1. one model per fold (scripts/cpu_tables.sh, reused when trained) and the registration of every
 #    support onto every query (cached in runs/registration-cache, as scripts/registration_tables.sh);
@@ -51,7 +53,8 @@ fit_options=() fitted="per fold"
 name=${model}_cpu${TAG:+-$TAG}
 recipe="CPU preset${TAG:+, $TAG: $*}"
 runs=runs/$name/${dataset}-setting1
-out=results/guided/$name$([ "$fusion" = learned ] && echo -learned)${PER_CLASS:+-per-class}${THRESHOLDS:+-thresholds}
+root=${RESULTS:-results/guided}
+out=$root/$name$([ "$fusion" = learned ] && echo -learned)${PER_CLASS:+-per-class}${THRESHOLDS:+-thresholds}
 shots=${SHOTS:-1}
 folder=${dataset}-setting1$([ "$shots" = 1 ] || echo "-${shots}shot")
 schedule=() syn=syn
@@ -83,10 +86,10 @@ for extent in estimated gt; do
   .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" "${protocol[@]}" --extent "$extent" \
     --guidance registration --guidance-selection "$selection" "${cache[@]}" --label "$label" \
     --out "$out$suffix"
-  position=results/guided/$name-position/$folder$suffix
+  position=$root/$name-position/$folder$suffix
   [ -f "$position/results.json" ] || .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" \
     "${protocol[@]}" --extent "$extent" --label "$model ($recipe), same models without guidance" --out "$position"
-  registration=results/guided/registration-$syn/$folder$suffix
+  registration=$root/registration-$syn/$folder$suffix
   [ -f "$registration/results.json" ] || .venv/bin/medfss evaluate --model registration "${cache[@]}" \
     "${protocol[@]}" --extent "$extent" --label "registration ($syn)" --out "$registration"
 done

@@ -10,6 +10,9 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# ITK fixes its thread count at its first use in a process: one thread for the whole suite, whatever test
+# registers first, so that registrations and joint label fusions repeat bit for bit (a user's count stands)
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -522,9 +522,10 @@ def test_a_guidance_selection_without_registration_guidance_is_a_one_line_error(
 
 
 
-def test_the_time_estimate_scales_with_voxels_threads_and_the_coarsening_cap():
-    from medfss.registration.ants import SECONDS_PER_MILLION_VOXELS, expected_seconds, time_estimate
+def test_the_time_estimate_scales_with_voxels_threads_and_the_coarsening_cap(monkeypatch):
+    from medfss.registration.ants import ITK_THREADS, SECONDS_PER_MILLION_VOXELS, expected_seconds, time_estimate
 
+    monkeypatch.delenv(ITK_THREADS, raising=False)  # ITK's count not fixed yet: the config's counts
     one_thread = RegistrationConfig(transform="affine", threads=1)
     assert expected_seconds((100, 100, 100), one_thread) == SECONDS_PER_MILLION_VOXELS["affine"]
     assert expected_seconds((100, 100, 100), RegistrationConfig(transform="affine", threads=4)) == \
@@ -534,6 +535,19 @@ def test_the_time_estimate_scales_with_voxels_threads_and_the_coarsening_cap():
     low, high = SECONDS_PER_MILLION_VOXELS["syn"]
     assert time_estimate((100, 100, 100), 3, RegistrationConfig(threads=1)) == \
         f"about {3 * low:.0f}-{3 * high:.0f} s with 1 thread"
+
+
+def test_itk_threads_are_fixed_once_per_process_and_a_later_other_count_is_warned(monkeypatch):
+    from medfss.registration.ants import ITK_THREADS, itk_threads, time_estimate
+
+    monkeypatch.delenv(ITK_THREADS, raising=False)
+    assert itk_threads(RegistrationConfig(threads=3)) == 3
+    assert time_estimate((100, 100, 100), 1, RegistrationConfig(threads=1)).endswith("with 3 threads")
+    with pytest.warns(UserWarning, match="ITK runs at 3 threads in this process .* not the 2 asked for"):
+        assert itk_threads(RegistrationConfig(threads=2)) == 3
+    assert itk_threads(RegistrationConfig()) == 3  # the default asks for no count of its own: no warning
+    monkeypatch.setenv(ITK_THREADS, "5")  # the user's count stands
+    assert itk_threads(RegistrationConfig()) == 5
 
 
 def test_the_registration_notice_reads_the_query_header_and_survives_a_bad_file(tmp_path):
@@ -749,19 +763,33 @@ def test_joint_label_fusion_is_computed_once_per_supports_and_query_and_kept_on_
     assert calls == [1, 1, 1]
 
 
-def test_the_guided_prior_is_the_registrations_joint_label_fusion_when_it_fuses_labels_so():
+def test_the_guided_prior_is_the_registrations_joint_label_fusion_when_it_fuses_labels_so(monkeypatch):
+    from medfss.registration import predictor as module
     from medfss.registration.guided import GuidanceConfig, GuidedPredictor
+
+    fusion = module.joint_label_fusion
 
     query, truth = blob_volume()
     near, near_mask = blob_volume((2, 0, 0))  # one atlas two voxels off
     supports = [SupportScan(near, near_mask)]
     config = GuidanceConfig(fusion="average", network_weight=0.0, prior_sigma_mm=0.0, margin_slices=0)
+    fused = []  # ANTs' fusions, each computed once: at several threads two runs differ in the last digits
+
+    def recorded_fusion(*args, **kwargs):
+        fused.append(fusion(*args, **kwargs))
+        return fused[-1]
+
+    monkeypatch.setattr(module, "joint_label_fusion", recorded_fusion)
     priors = {}
     for label_fusion in ("vote", "jlf"):
         registration = identity_registrations(label_fusion)
         guided = GuidedPredictor(ConstantNetwork(0.5), registration, config)
         evidence = guided.evidence(supports, query, (1.0, 1.0, 1.0))
-        np.testing.assert_array_equal(evidence.prior, registration.segment_volume(supports, query, (1.0, 1.0, 1.0)))
+        if label_fusion == "jlf":
+            assert len(fused) == 1
+            np.testing.assert_array_equal(evidence.prior, fused[0])
+        else:
+            np.testing.assert_array_equal(evidence.prior, registration.segment_volume(supports, query, (1.0, 1.0, 1.0)))
         covered = np.flatnonzero(near_mask.any(axis=(0, 1)))
         assert evidence.extent == (covered[0], covered[-1])  # step 2 reads the warped masks, whatever the fusion
         priors[label_fusion] = evidence.prior

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from skimage.segmentation import felzenszwalb
 from tqdm.auto import tqdm
 
 from medfss.data.datasets import Volume
+from medfss.data.io import write_atomic
 from medfss.validation import check_non_negative_number, check_positive_int, check_positive_number, require
 
 log = logging.getLogger(__name__)
@@ -260,16 +260,9 @@ def _read_cache(path: Path, params: SuperpixelConfig, fingerprint: str) -> np.nd
 
 def _write_cache(path: Path, superpixels: np.ndarray, params: SuperpixelConfig, fingerprint: str) -> None:
     """Write through a temporary file and a rename: concurrent readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, superpixels=superpixels, params=np.array(params.to_json()),
-                                image=np.array(fingerprint))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, lambda tmp: np.savez_compressed(tmp, superpixels=superpixels,
+                                                       params=np.array(params.to_json()), image=np.array(fingerprint)),
+                 suffix=".npz")
 
 
 def superpixels_for_volume(volume: Volume, params: SuperpixelConfig, cache_dir: str | os.PathLike,

@@ -10,9 +10,11 @@ information (or ``syn_metric``) with ``syn_iterations`` per resolution level
 (ANTsPy's default (40, 20, 0) skips the full-resolution level).
 
 ITK's thread count follows ``threads`` (default: torch's), so that a run's
-thread count is the one recorded in its provenance; ITK reads it once, at
-its first use in a process, so the first registration's count holds for the
-rest of the process (one count per command-line run). At one thread a
+thread count is the one recorded in its provenance. ITK reads it from
+``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once, at its first use in a
+process, so the variable is set once (:func:`itk_threads`): a process runs
+ITK at one count (a command-line run, at its own), and a later call that
+asks for another count is warned that it does not get it. At one thread a
 registration is reproducible bit for bit: the affine stage samples the
 metric at random, from ``seed`` (ANTs takes a seed of 0 as "seed from the
 clock", so 0 gives another transform on every run, off by millimetres on
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,7 +57,7 @@ class RegistrationConfig:
     syn_metric: str | None = None  # the SyN stage's own similarity instead (CC: ANTs' SyNCC); None: ``metric``
     aff_iterations: tuple[int, ...] = (2100, 1200, 1200, 10)  # per level, coarse to fine (shrink 6, 4, 2, 1)
     syn_iterations: tuple[int, ...] = (40, 20, 0)  # per level, coarse to fine (0: the level is skipped)
-    threads: int = 0  # ITK threads; 0: torch.get_num_threads()
+    threads: int = 0  # ITK threads; 0: torch.get_num_threads(), or the process's count once ITK has one
     seed: int = 1  # ANTs' random sampling of the affine metric; 0: ANTs seeds it from the clock (not reproducible)
     max_voxels: int = 2 ** 22  # larger volumes are registered on a coarser copy (module docstring)
 
@@ -148,12 +151,35 @@ def registration_notice(query: str | os.PathLike, supports: int, config: Registr
     return f"{line}; {time_estimate(shape, supports, config)})"
 
 
+ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
+
+
 def _threads(config: RegistrationConfig) -> int:
+    """The thread count ITK runs at for ``config``: the process's once fixed, else ``threads`` (0: torch's)."""
+    fixed = os.environ.get(ITK_THREADS, "")
+    if fixed.isdigit() and int(fixed) > 0:
+        return int(fixed)
     if config.threads:
         return config.threads
     import torch
 
     return torch.get_num_threads()
+
+
+def itk_threads(config: RegistrationConfig) -> int:
+    """Fix ITK's thread count for this process at ``config``'s, unless fixed already; the count ITK runs at.
+
+    ITK reads :data:`ITK_THREADS` at its first use in a process and never
+    again, so setting it per call would claim a count that a later call does
+    not get. Once set (here or by the user), it stands; a ``config`` that
+    asks for another count explicitly is warned.
+    """
+    threads = _threads(config)
+    os.environ[ITK_THREADS] = str(threads)
+    if config.threads and config.threads != threads:
+        warnings.warn(f"ITK runs at {threads} threads in this process ({ITK_THREADS}), not the {config.threads} "
+                      f"asked for: ITK fixes its thread count at its first use in a process", stacklevel=3)
+    return threads
 
 
 @dataclass
@@ -236,7 +262,7 @@ def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], movin
              ) -> Registration:
     """Register ``moving`` [h, w, d] onto ``fixed`` [H, W, D] (both normalised images, same voxel order)."""
     ants = _ants()
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(_threads(config))
+    itk_threads(config)
     fixed_image = _registration_image(fixed, fixed_spacing, config.max_voxels)
     moving_image = _registration_image(moving, moving_spacing, config.max_voxels)
     workdir = tempfile.TemporaryDirectory(prefix="medfss-registration-")
@@ -269,7 +295,7 @@ def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, flo
     are on the query's grid.
     """
     ants = _ants()
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(_threads(config))
+    itk_threads(config)
     union = np.any(warped_masks, axis=0)  # [H, W, D]
     if not union.any():
         return np.zeros(query.shape, dtype=np.float32)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medfss.data.io import write_atomic
 from medfss.inference.plan import SupportScan
 from medfss.registration.ants import (JointLabelFusionConfig, Registration, RegistrationConfig, coarsening_factor,
                                      joint_label_fusion, register, transforms_from)
@@ -108,11 +109,8 @@ class RegistrationPredictor:
             return np.load(file)["probability"]
         probability = joint_label_fusion(query, query_spacing, list(warped_images), list(warped_masks), self.config,
                                          self.jlf)
-        if file is not None:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=file.parent, prefix=".partial-", suffix=".npz", delete=False) as f:
-                np.savez_compressed(f, probability=probability)
-            os.replace(f.name, file)  # atomic: a reader sees the whole file or none
+        if file is not None:  # atomic: a reader sees the whole file or none
+            write_atomic(file, lambda tmp: np.savez_compressed(tmp, probability=probability), suffix=".npz")
         return probability
 
     def segment_volume(self, supports: Sequence[SupportScan], query: np.ndarray,
