@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 
 import nibabel as nib
@@ -248,8 +249,14 @@ def test_a_disk_cache_serves_a_second_predictor_without_registering(tmp_path, mo
     moving, moving_mask = blob_volume()
     config = RegistrationConfig(transform="affine", threads=1)
     support = SupportScan(moving, moving_mask)
-    first = module.RegistrationPredictor(config, cache_dir=tmp_path).segment_volume([support], fixed, (1.0, 1.0, 1.0))
-    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 1
+    previous = os.umask(0o022)  # a shared machine's
+    try:
+        first = module.RegistrationPredictor(config, cache_dir=tmp_path).segment_volume([support], fixed,
+                                                                                         (1.0, 1.0, 1.0))
+    finally:
+        os.umask(previous)
+    (folder,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert folder.stat().st_mode & 0o777 == 0o755  # other users read the cache, as they read any output
 
     def fail(*args, **kwargs):
         raise AssertionError("registered again despite the cache")

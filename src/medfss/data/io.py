@@ -152,7 +152,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None], suffix: 
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from other users
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would hide outputs from other users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -160,7 +160,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None], suffix: 
     return path
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask: the mode bits a new file or folder must not have."""
     mask = os.umask(0)  # the only portable way to read it is to set it
     os.umask(mask)
     return mask

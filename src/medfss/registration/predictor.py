@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfss.data.io import write_atomic
+from medfss.data.io import current_umask, write_atomic
 from medfss.inference.plan import SupportScan
 from medfss.registration.ants import (JointLabelFusionConfig, Registration, RegistrationConfig, coarsening_factor,
                                      joint_label_fusion, register, transforms_from)
@@ -172,6 +172,7 @@ class RegistrationPredictor:
             return
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".partial-"))
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the cache from other users
         names = [f"{i}_{Path(t).name}" for i, t in enumerate(result.transforms)]
         for source, name in zip(result.transforms, names):
             shutil.copyfile(source, staging / name)
