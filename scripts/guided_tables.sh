@@ -26,6 +26,8 @@
 # results go to NAME...-syn-40-20-10 and registration-syn-40-20-10.
 # LABEL_FUSION=jlf fuses the warped labels by joint label fusion (default vote), for registration alone and as the
 # guidance's prior; results go to NAME...-jlf and registration-syn...-jlf.
+# EXTENTS=gt (default: estimated gt) scores only those protocols, so that two runs can score them side by side (the
+# second with SELECTION=the first's selection.json).
 # RESULTS=folder puts every result of the run under that folder instead of results/guided (e.g. a rerun beside
 # the committed tables, none of them reused).
 #
@@ -81,7 +83,7 @@ else
 fi
 [ -z "${REGISTRATION_ITERATIONS:-}" ] || label="$label, SyN ${REGISTRATION_ITERATIONS}"
 [ "${LABEL_FUSION:-vote}" = vote ] || label="$label, labels fused by $LABEL_FUSION"
-for extent in estimated gt; do
+for extent in ${EXTENTS:-estimated gt}; do
   suffix=$([ "$extent" = gt ] && echo "" || echo "-extent-estimated")
   .venv/bin/medfss evaluate --model "$model" --checkpoint "$checkpoint" "${protocol[@]}" --extent "$extent" \
     --guidance registration --guidance-selection "$selection" "${cache[@]}" --label "$label" \
