@@ -548,13 +548,26 @@ def test_itk_threads_are_fixed_once_per_process_and_a_later_other_count_is_warne
     from medfss.registration.ants import ITK_THREADS, itk_threads, time_estimate
 
     monkeypatch.delenv(ITK_THREADS, raising=False)
-    assert itk_threads(RegistrationConfig(threads=3)) == 3
+    assert itk_threads(3) == 3
     assert time_estimate((100, 100, 100), 1, RegistrationConfig(threads=1)).endswith("with 3 threads")
     with pytest.warns(UserWarning, match="ITK runs at 3 threads in this process .* not the 2 asked for"):
-        assert itk_threads(RegistrationConfig(threads=2)) == 3
-    assert itk_threads(RegistrationConfig()) == 3  # the default asks for no count of its own: no warning
+        assert itk_threads(2) == 3
+    assert itk_threads() == 3  # asking for no count of its own: no warning
     monkeypatch.setenv(ITK_THREADS, "5")  # the user's count stands
-    assert itk_threads(RegistrationConfig()) == 5
+    assert itk_threads() == 5
+
+
+def test_every_use_of_ants_fixes_itks_thread_count_first_a_warp_from_the_cache_too(monkeypatch):
+    from medfss.registration.ants import ITK_THREADS, Registration, register
+
+    monkeypatch.delenv(ITK_THREADS, raising=False)
+    fixed, _ = blob_volume()
+    warp_only = Registration(fixed.shape, (1.0, 1.0, 1.0), [], slab_voxels=fixed.size, threads=3)
+    warp_only.warp(fixed, (1.0, 1.0, 1.0))  # no transform: the identity
+    assert os.environ[ITK_THREADS] == "3"
+    with pytest.warns(UserWarning, match="ITK runs at 3 threads"):
+        register(fixed, (1.0, 1.0, 1.0), fixed, (1.0, 1.0, 1.0),
+                 RegistrationConfig(transform="affine", aff_iterations=(1, 1, 1, 1), threads=1))
 
 
 def test_the_registration_notice_reads_the_query_header_and_survives_a_bad_file(tmp_path):

@@ -101,7 +101,9 @@ def ants_available() -> bool:
     return importlib.util.find_spec("ants") is not None
 
 
-def _ants():
+def _ants(threads: int = 0):
+    """ANTsPy, with ITK's thread count fixed first (:func:`itk_threads`): every use of ANTs comes through here."""
+    itk_threads(threads)
     try:
         import ants
     except ImportError:
@@ -121,7 +123,7 @@ def expected_seconds(query_shape: tuple[int, ...], config: RegistrationConfig = 
     """
     voxels = min(float(np.prod(query_shape)), float(config.max_voxels)) / 1e6
     low, high = SECONDS_PER_MILLION_VOXELS[config.transform]
-    speedup = _threads(config) ** 0.5
+    speedup = _threads(config.threads) ** 0.5
     return low * voxels / speedup, high * voxels / speedup
 
 
@@ -129,7 +131,7 @@ def time_estimate(query_shape: tuple[int, ...], supports: int, config: Registrat
                   ) -> str:
     """``expected_seconds`` for ``supports`` registrations, in words: "about 40-80 s with 2 threads"."""
     low, high = (supports * s for s in expected_seconds(query_shape, config))
-    threads = _threads(config)
+    threads = _threads(config.threads)
     return f"about {low:.0f}-{high:.0f} s with {threads} thread{'s' if threads > 1 else ''}"
 
 
@@ -154,30 +156,30 @@ def registration_notice(query: str | os.PathLike, supports: int, config: Registr
 ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 
 
-def _threads(config: RegistrationConfig) -> int:
-    """The thread count ITK runs at for ``config``: the process's once fixed, else ``threads`` (0: torch's)."""
+def _threads(requested: int = 0) -> int:
+    """The thread count ITK runs at: the process's once fixed, else ``requested`` (0: torch's)."""
     fixed = os.environ.get(ITK_THREADS, "")
     if fixed.isdigit() and int(fixed) > 0:
         return int(fixed)
-    if config.threads:
-        return config.threads
+    if requested:
+        return requested
     import torch
 
     return torch.get_num_threads()
 
 
-def itk_threads(config: RegistrationConfig) -> int:
-    """Fix ITK's thread count for this process at ``config``'s, unless fixed already; the count ITK runs at.
+def itk_threads(requested: int = 0) -> int:
+    """Fix ITK's thread count for this process at ``requested`` (0: torch's), unless fixed already; the count.
 
     ITK reads :data:`ITK_THREADS` at its first use in a process and never
     again, so setting it per call would claim a count that a later call does
-    not get. Once set (here or by the user), it stands; a ``config`` that
-    asks for another count explicitly is warned.
+    not get. Once set (here or by the user), it stands; a call that asks for
+    another count explicitly is warned.
     """
-    threads = _threads(config)
+    threads = _threads(requested)
     os.environ[ITK_THREADS] = str(threads)
-    if config.threads and config.threads != threads:
-        warnings.warn(f"ITK runs at {threads} threads in this process ({ITK_THREADS}), not the {config.threads} "
+    if requested and requested != threads:
+        warnings.warn(f"ITK runs at {threads} threads in this process ({ITK_THREADS}), not the {requested} "
                       f"asked for: ITK fixes its thread count at its first use in a process", stacklevel=3)
     return threads
 
@@ -197,12 +199,13 @@ class Registration:
     fixed_spacing: tuple[float, float, float]
     transforms: list[str]  # ANTs forward transform files (in ``workdir``, or in a cache folder)
     slab_voxels: int  # the most voxels of the fixed grid warped at once (at least one row along H)
+    threads: int = 0  # ITK's thread count asked for (0: torch's), in a process where ITK has none yet
     workdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)  # removed with this object
 
     def warp(self, array: np.ndarray, spacing: tuple[float, float, float], interpolator: str = "linear"
              ) -> np.ndarray:
         """``array`` [h, w, d] of the moving grid, resampled on the fixed grid: [H, W, D] float32."""
-        ants = _ants()
+        ants = _ants(self.threads)
         moving = ants.from_numpy(np.ascontiguousarray(array, dtype=np.float32), spacing=tuple(map(float, spacing)))
         height, rest = self.fixed_shape[0], self.fixed_shape[1:]
         rows = max(1, self.slab_voxels // int(np.prod(rest)))
@@ -261,8 +264,7 @@ def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], movin
              moving_spacing: tuple[float, float, float], config: RegistrationConfig = RegistrationConfig()
              ) -> Registration:
     """Register ``moving`` [h, w, d] onto ``fixed`` [H, W, D] (both normalised images, same voxel order)."""
-    ants = _ants()
-    itk_threads(config)
+    ants = _ants(config.threads)
     fixed_image = _registration_image(fixed, fixed_spacing, config.max_voxels)
     moving_image = _registration_image(moving, moving_spacing, config.max_voxels)
     workdir = tempfile.TemporaryDirectory(prefix="medfss-registration-")
@@ -273,7 +275,7 @@ def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], movin
         syn_metric=config.syn_metric or config.metric, aff_iterations=config.aff_iterations,
         reg_iterations=config.syn_iterations)
     return Registration(tuple(fixed.shape), tuple(map(float, fixed_spacing)), list(result["fwdtransforms"]),
-                        config.max_voxels, workdir)  # warps land on the full query grid
+                        config.max_voxels, config.threads, workdir)  # warps land on the full query grid
 
 
 def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, float], warped_images: list[np.ndarray],
@@ -294,8 +296,7 @@ def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, flo
     ``warped_images`` [H, W, D] float and ``warped_masks`` [H, W, D] bool
     are on the query's grid.
     """
-    ants = _ants()
-    itk_threads(config)
+    ants = _ants(config.threads)
     union = np.any(warped_masks, axis=0)  # [H, W, D]
     if not union.any():
         return np.zeros(query.shape, dtype=np.float32)
@@ -316,4 +317,4 @@ def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, flo
 def transforms_from(fixed_shape: tuple[int, int, int], fixed_spacing: tuple[float, float, float], files: list[str],
                     config: RegistrationConfig = RegistrationConfig()) -> Registration:
     """A :class:`Registration` onto the grid ``fixed_shape`` from transform files written earlier (a cache)."""
-    return Registration(tuple(fixed_shape), tuple(map(float, fixed_spacing)), files, config.max_voxels)
+    return Registration(tuple(fixed_shape), tuple(map(float, fixed_spacing)), files, config.max_voxels, config.threads)
