@@ -87,7 +87,8 @@ def test_a_registration_at_one_thread_repeats_bit_for_bit():
     # a fresh process: ITK fixes its thread count at its first use in a process, as a command-line run does
     def largest_change(seed: int) -> float:
         run = subprocess.run([sys.executable, "-c", REPEAT_REGISTRATION, str(Path(__file__).parent), str(seed)],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True,
+                             env={**os.environ, "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"})  # whatever the user's
         return float(run.stdout.split()[-1])
 
     assert RegistrationConfig().seed != 0  # ANTs' clock seed: another transform on every run
@@ -570,8 +571,10 @@ def test_every_use_of_ants_fixes_itks_thread_count_first_a_warp_from_the_cache_t
                  RegistrationConfig(transform="affine", aff_iterations=(1, 1, 1, 1), threads=1))
 
 
-def test_the_registration_notice_reads_the_query_header_and_survives_a_bad_file(tmp_path):
-    from medfss.registration.ants import registration_notice
+def test_the_registration_notice_reads_the_query_header_and_survives_a_bad_file(tmp_path, monkeypatch):
+    from medfss.registration.ants import ITK_THREADS, registration_notice
+
+    monkeypatch.delenv(ITK_THREADS, raising=False)  # ITK's count not fixed yet: the config's
 
     path = tmp_path / "query.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((100, 100, 100), np.float32), np.eye(4)), path)
