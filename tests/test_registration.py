@@ -791,7 +791,6 @@ def test_the_guided_prior_is_the_registrations_joint_label_fusion_when_it_fuses_
     from medfss.registration.guided import GuidanceConfig, GuidedPredictor
 
     fusion = module.joint_label_fusion
-
     query, truth = blob_volume()
     near, near_mask = blob_volume((2, 0, 0))  # one atlas two voxels off
     supports = [SupportScan(near, near_mask)]

@@ -169,7 +169,7 @@ def _threads(requested: int = 0) -> int:
 
 
 def itk_threads(requested: int = 0) -> int:
-    """Fix ITK's thread count for this process at ``requested`` (0: torch's), unless fixed already; the count.
+    """The thread count ITK runs at in this process, fixed now at ``requested`` (0: torch's) if not yet fixed.
 
     ITK reads :data:`ITK_THREADS` at its first use in a process and never
     again, so setting it per call would claim a count that a later call does
