@@ -124,8 +124,8 @@ def test_a_warp_slab_by_slab_gives_the_warp_of_the_whole_grid(transform):
     moving, moving_mask = blob_volume()
     whole = register(fixed, (1.0, 1.0, 2.0), moving, (1.0, 1.0, 2.0),
                      RegistrationConfig(transform=transform, syn_iterations=(10, 0), threads=1))
-    assert whole.slab_voxels >= fixed.size  # one slab
-    slabs = replace(whole, slab_voxels=5 * 64 * 24)  # 13 slabs of 5 rows, the last of 4
+    assert whole.config.max_voxels >= fixed.size  # one slab
+    slabs = replace(whole, config=replace(whole.config, max_voxels=5 * 64 * 24))  # 13 slabs of 5 rows, the last of 4
     np.testing.assert_allclose(slabs.warp(moving, (1.0, 1.0, 2.0)), whole.warp(moving, (1.0, 1.0, 2.0)), atol=1e-4)
     mask = moving_mask.astype(np.float32)
     np.testing.assert_array_equal(slabs.warp(mask, (1.0, 1.0, 2.0), interpolator="nearestNeighbor"),
@@ -563,7 +563,7 @@ def test_every_use_of_ants_fixes_itks_thread_count_first_a_warp_from_the_cache_t
 
     monkeypatch.delenv(ITK_THREADS, raising=False)
     fixed, _ = blob_volume()
-    warp_only = Registration(fixed.shape, (1.0, 1.0, 1.0), [], slab_voxels=fixed.size, threads=3)
+    warp_only = Registration(fixed.shape, (1.0, 1.0, 1.0), [], RegistrationConfig(threads=3))
     warp_only.warp(fixed, (1.0, 1.0, 1.0))  # no transform: the identity
     assert os.environ[ITK_THREADS] == "3"
     with pytest.warns(UserWarning, match="ITK runs at 3 threads"):

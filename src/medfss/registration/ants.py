@@ -190,25 +190,25 @@ class Registration:
 
     The fixed grid is kept as its shape and spacing (origin 0, identity
     direction), not as an image: :meth:`warp` fills it a slab of at most
-    ``slab_voxels`` at a time, so that ANTs' working copies (several of the
-    output's size) are a slab's, not a large CT's. A grid that fits in one
-    slab, every CHAOST2 and CMR volume, is warped whole.
+    ``config.max_voxels`` at a time, so that ANTs' working copies (several of
+    the output's size) are a slab's, not a large CT's. A grid that fits in one
+    slab, every CHAOST2 and CMR volume, is warped whole. ``config`` is the
+    registration's own: its ``threads`` fix ITK's count for a warp too.
     """
 
     fixed_shape: tuple[int, int, int]  # [H, W, D] of the query
     fixed_spacing: tuple[float, float, float]
     transforms: list[str]  # ANTs forward transform files (in ``workdir``, or in a cache folder)
-    slab_voxels: int  # the most voxels of the fixed grid warped at once (at least one row along H)
-    threads: int = 0  # ITK's thread count asked for (0: torch's), in a process where ITK has none yet
+    config: RegistrationConfig = RegistrationConfig()
     workdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)  # removed with this object
 
     def warp(self, array: np.ndarray, spacing: tuple[float, float, float], interpolator: str = "linear"
              ) -> np.ndarray:
         """``array`` [h, w, d] of the moving grid, resampled on the fixed grid: [H, W, D] float32."""
-        ants = _ants(self.threads)
+        ants = _ants(self.config.threads)
         moving = ants.from_numpy(np.ascontiguousarray(array, dtype=np.float32), spacing=tuple(map(float, spacing)))
         height, rest = self.fixed_shape[0], self.fixed_shape[1:]
-        rows = max(1, self.slab_voxels // int(np.prod(rest)))
+        rows = max(1, self.config.max_voxels // int(np.prod(rest)))  # at least one row along H
         warped = np.empty(self.fixed_shape, dtype=np.float32)  # [H, W, D]
         for top in range(0, height, rows):
             bottom = min(top + rows, height)
@@ -275,7 +275,7 @@ def register(fixed: np.ndarray, fixed_spacing: tuple[float, float, float], movin
         syn_metric=config.syn_metric or config.metric, aff_iterations=config.aff_iterations,
         reg_iterations=config.syn_iterations)
     return Registration(tuple(fixed.shape), tuple(map(float, fixed_spacing)), list(result["fwdtransforms"]),
-                        config.max_voxels, config.threads, workdir)  # warps land on the full query grid
+                        config, workdir)  # warps land on the full query grid
 
 
 def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, float], warped_images: list[np.ndarray],
@@ -317,4 +317,4 @@ def joint_label_fusion(query: np.ndarray, query_spacing: tuple[float, float, flo
 def transforms_from(fixed_shape: tuple[int, int, int], fixed_spacing: tuple[float, float, float], files: list[str],
                     config: RegistrationConfig = RegistrationConfig()) -> Registration:
     """A :class:`Registration` onto the grid ``fixed_shape`` from transform files written earlier (a cache)."""
-    return Registration(tuple(fixed_shape), tuple(map(float, fixed_spacing)), files, config.max_voxels, config.threads)
+    return Registration(tuple(fixed_shape), tuple(map(float, fixed_spacing)), files, config)
