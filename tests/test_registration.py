@@ -760,6 +760,26 @@ def test_joint_label_fusion_trusts_the_atlas_whose_image_matches_the_query_where
         RegistrationPredictor(label_fusion="staple")
 
 
+def test_joint_label_fusion_searches_each_axis_within_its_own_radius():
+    from medfss.registration.predictor import RegistrationPredictor
+
+    query, truth = blob_volume()
+    off, off_mask = blob_volume((0, 0, 2))  # an atlas two voxels off along the slice axis D
+    supports = [SupportScan(off, off_mask)]
+
+    def fused(search_radius):
+        jlf = JointLabelFusionConfig(patch_radius=(2, 2, 1), search_radius=search_radius)
+        return identity_registrations("jlf", jlf=jlf).segment_volume(supports, query, (1.0, 1.0, 1.0)) > 0.5
+
+    assert dice(fused((0, 0, 3)), truth) > 0.99  # searched along D only: every label from where the images match
+    assert dice(fused((3, 3, 0)), truth) < 0.9  # searched in-plane only: the offset along D stays
+    np.testing.assert_array_equal(fused((0, 0, 0)), off_mask)  # no search: the atlas's own labels
+    record = RegistrationPredictor(label_fusion="jlf", jlf=JointLabelFusionConfig(search_radius=(3, 3, 1))).record()
+    assert RegistrationPredictor.from_record(json.loads(json.dumps(record))).jlf.search_radius == (3, 3, 1)
+    with pytest.raises(ConfigError, match="search_radius must be an integer >= 0 or three"):
+        JointLabelFusionConfig(search_radius=(3, 3))
+
+
 def test_joint_label_fusion_is_computed_once_per_supports_and_query_and_kept_on_disk(tmp_path, monkeypatch):
     from medfss.registration import predictor as module
 
