@@ -100,9 +100,8 @@ class JointLabelFusionConfig:
             if isinstance(getattr(self, name), list):  # from JSON (a results.json's record)
                 object.__setattr__(self, name, tuple(getattr(self, name)))
             value = getattr(self, name)
-            values = value if isinstance(value, tuple) else (value,)
-            require(len(values) == (3 if isinstance(value, tuple) else 1)
-                    and all(isinstance(v, int) and v >= 0 for v in values), name,
+            values = value if isinstance(value, tuple) else (value,) * 3  # [H, W, D]
+            require(len(values) == 3 and all(isinstance(v, int) and v >= 0 for v in values), name,
                     f"must be an integer >= 0 or three of them (one per axis), got {value!r}")
         require(isinstance(self.margin_voxels, int) and self.margin_voxels >= 0, "margin_voxels",
                 f"must be an integer >= 0, got {self.margin_voxels!r}")
