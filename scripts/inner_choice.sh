@@ -18,8 +18,10 @@
 #    results/NAME/CHAOST2-settingS/, in the settings of SETTINGS. Chosen in setting 1: NAME is
 #    MODEL_cpu-TAG-choice and SETTINGS "1 2" (setting 2 takes setting 1's choice per fold); chosen in
 #    setting 2: MODEL_cpu-TAG-setting2-choice and "2". Either can be set.
-# PER_GROUP=1 (with CHOICE_SETTING=2) chooses per test fold and group, on the group's classes, since each
-# group has its own model there (choice-per-group.json; NAME MODEL_cpu-TAG-setting2-choice-per-group).
+# PER_GROUP=1 chooses per test fold and group, on the group's classes of the inner split, and scores setting 2
+# only, where each group has its own model (choice-per-group.json; NAME MODEL_cpu-TAG-setting2-choice-per-group
+# when chosen on setting 2's inner split, MODEL_cpu-TAG-choice-per-group when chosen on setting 1's, whose
+# inner models saw every class: the cheaper proxy, no setting-2 inner model to train).
 # Inner and final results already in results/ are reused (delete them to score again); trained models are
 # reused as everywhere, so the candidates can be trained side by side first
 # (INNER=1 TRAIN_ONLY=1 OMP_NUM_THREADS=1 bash scripts/cpu_tables.sh MODEL CHAOST2 S ...).
@@ -38,11 +40,14 @@ inner=results/$preset-inner/CHAOST2-setting$chosen_in inner_candidate=results/$c
 choice=$inner_candidate/choice.json name=${NAME:-$candidate-choice} settings=${SETTINGS:-1 2} per_group=()
 [ "$chosen_in" = 2 ] && name=${NAME:-$candidate-setting2-choice} settings=${SETTINGS:-2}
 if [ -n "${PER_GROUP:-}" ]; then
-  if [ "$chosen_in" != 2 ] || [ "$settings" != 2 ]; then
-    echo "inner_choice.sh: PER_GROUP=1 needs CHOICE_SETTING=2 and SETTINGS=2 (groups have their own models there)" >&2
+  [ "$chosen_in" = 1 ] && settings=${SETTINGS:-2}
+  if [ "$settings" != 2 ]; then
+    echo "inner_choice.sh: PER_GROUP=1 scores setting 2 only (SETTINGS=2: groups have their own models there)" >&2
     exit 2
   fi
-  choice=$inner_candidate/choice-per-group.json name=${NAME:-$candidate-setting2-choice-per-group} per_group=(--per-group)
+  name=${NAME:-$candidate-choice-per-group}
+  [ "$chosen_in" = 2 ] && name=${NAME:-$candidate-setting2-choice-per-group}
+  choice=$inner_candidate/choice-per-group.json per_group=(--per-group)
 fi
 if [ ! "$choice" -nt "$inner/results.json" ] || [ ! "$choice" -nt "$inner_candidate/results.json" ]; then
   .venv/bin/python scripts/choose_on_inner.py "${per_group[@]}" "$choice" "$preset=$inner" "$candidate=$inner_candidate"
