@@ -8,10 +8,5 @@
 #   bash scripts/adnet_setting2_retrained.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TRAIN_ONLY=1 bash scripts/cpu_tables.sh adnet CHAOST2 2 0,1,2,3,4
-out=results/adnet_cpu-retrained/CHAOST2-setting2
-[ -f "$out/results.json" ] || .venv/bin/medfss evaluate --model adnet \
-  --checkpoint 'runs/adnet_cpu/CHAOST2-setting2/{group}-fold{fold}/model.pt' --dataset CHAOST2 --setting 2 \
-  --folds 0,1,2,3,4 --support-index 0,1,2,3 --quiet \
-  --label "adnet (CPU preset, self-supervised), retrained beside the per-group choice's models" --out "$out"
+bash scripts/setting2_retrained.sh adnet
 CHOICE_SETTING=2 NAME=adnet_cpu-scales-1-4-setting2-choice-retrained bash scripts/adnet_supervoxel_scales.sh
