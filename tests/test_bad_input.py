@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medfss.data.datasets import REGISTRY, Dataset, load_volume
-from medfss.data.io import read_nifti, write_nifti_atomic
+from medfss.data.io import read_nifti, write_folder_atomic, write_nifti_atomic
 from medfss.errors import InputFileError, LabelMapError
 
 from conftest import make_phantom
@@ -96,6 +96,24 @@ def test_atomic_writes_leave_no_temporary_and_honour_the_umask(tmp_path):
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644  # readable by others, like any file the user writes
     assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+
+
+def test_atomic_folder_writes_show_all_files_or_none_and_keep_the_first_copy(tmp_path):
+    def write(text):
+        def files(staging):
+            (staging / "a.txt").write_text(text)
+            if text == "fails":
+                raise OSError("disk full")
+            (staging / "b.txt").write_text(text)
+        return files
+
+    with pytest.raises(OSError, match="disk full"):
+        write_folder_atomic(tmp_path / "cache", write("fails"))
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its staging copy
+    assert write_folder_atomic(tmp_path / "cache", write("first"))
+    assert not write_folder_atomic(tmp_path / "cache", write("second"))  # another process got there first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+    assert [(tmp_path / "cache" / n).read_text() for n in ("a.txt", "b.txt")] == ["first", "first"]
 
 
 def _hostile(raw_edits: dict, gz: bool = True, array=None) -> bytes:

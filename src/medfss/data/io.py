@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Callable
@@ -158,6 +159,29 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None], suffix: 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_folder_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> bool:
+    """Call ``write(staging)`` on a temporary folder beside ``path``, then rename it to ``path``.
+
+    The folder analogue of :func:`write_atomic`: readers see all of its files or no folder, and a failed
+    write leaves none behind. When ``path`` already exists (another process wrote it first) it is kept and
+    False is returned.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
+    try:
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the folder from other users
+        write(staging)
+        staging.rename(path)
+        return True
+    except OSError:
+        if path.is_dir():  # another process renamed its copy there first: keep it
+            return False
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when renamed
 
 
 def current_umask() -> int:

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfss.data.io import current_umask, write_atomic
+from medfss.data.io import write_atomic, write_folder_atomic
 from medfss.inference.plan import SupportScan
 from medfss.registration.ants import (JointLabelFusionConfig, Registration, RegistrationConfig, coarsening_factor,
                                      joint_label_fusion, register, transforms_from)
@@ -170,14 +169,11 @@ class RegistrationPredictor:
     def _to_disk(self, folder: Path | None, result: Registration) -> None:
         if folder is None:
             return
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".partial-"))
-        staging.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the cache from other users
         names = [f"{i}_{Path(t).name}" for i, t in enumerate(result.transforms)]
-        for source, name in zip(result.transforms, names):
-            shutil.copyfile(source, staging / name)
-        (staging / "transforms.json").write_text(json.dumps(names))
-        try:
-            staging.rename(folder)
-        except OSError:  # another process stored the same pair first
-            shutil.rmtree(staging, ignore_errors=True)
+
+        def write(staging: Path) -> None:
+            for source, name in zip(result.transforms, names):
+                shutil.copyfile(source, staging / name)
+            (staging / "transforms.json").write_text(json.dumps(names))
+
+        write_folder_atomic(folder, write)  # kept as it is when another process stored the same pair first
