@@ -1,13 +1,14 @@
 """Score a per-fold choice: each test fold's runs taken from the evaluation of the candidate it chose.
 
     .venv/bin/python scripts/score_choice.py CHOICE.json OUT_FOLDER --label LABEL NAME=FOLDER ...
-    e.g. .venv/bin/python scripts/score_choice.py results/guided/seed1/network-choice/CHAOST2-setting1-choice.json \
-           results/guided/seed1/network-chosen-jlf/CHAOST2-setting1-extent-estimated --label "..." \
-           alpnet_cpu-sp-min800-lr2e-2-4800=results/guided/seed1/alpnet_cpu-sp-min800-...-jlf/CHAOST2-setting1-extent-estimated \
-           lmsnet_cpu-sp-min800-lr2e-2-4800=results/guided/seed1/lmsnet_cpu-sp-min800-...-jlf/CHAOST2-setting1-extent-estimated
+    e.g. G=results/guided/seed1 FUSED=learned-per-class-thresholds-jlf/CHAOST2-setting1-extent-estimated
+         .venv/bin/python scripts/score_choice.py $G/network-choice/CHAOST2-setting1-choice.json \
+           $G/network-chosen-$FUSED --label "..." alpnet_cpu=$G/alpnet_cpu-$FUSED \
+           alpnet_cpu-sp-min800-lr2e-2-4800=$G/alpnet_cpu-sp-min800-lr2e-2-4800-$FUSED \
+           lmsnet_cpu-sp-min800-lr2e-2-4800=$G/lmsnet_cpu-sp-min800-lr2e-2-4800-$FUSED
 
 CHOICE.json is scripts/choose_on_inner.py's (made on folds other than each test fold); every FOLDER holds a
-results.json of the same protocol (folds, supports, extent). Test fold F's runs are those of the candidate F
+results.json of the same protocol (classes, folds, supports, extent). Test fold F's runs are those of the candidate F
 chose, so the table is what a user who follows the choice gets; the means are recomputed by evaluate's own
 aggregation (:class:`medfss.evaluation.protocol.EvaluationResult`). A candidate's wall time is shared out by its
 runs, so ``wall_time_s`` is what the chosen runs took. Writes OUT_FOLDER/results.json (the label, the scores,
@@ -27,7 +28,7 @@ from medfss.provenance import provenance
 
 from choose_on_inner import candidate  # NAME=FOLDER, parsed alike (a script's own folder is on sys.path)
 
-SAME_PROTOCOL = ("dataset", "setting", "folds", "support_indices", "shots", "chunks", "extent", "threshold")
+SAME_PROTOCOL = ("dataset", "setting", "classes", "folds", "support_indices", "shots", "chunks", "extent", "threshold")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
