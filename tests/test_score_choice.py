@@ -72,3 +72,12 @@ def test_a_chosen_candidate_without_a_folder_is_refused(tmp_path, capsys, load_s
     assert load_script().main(["score_choice.py", str(choice), str(tmp_path / "out"), "--label", "x",
                                f"one={a}"]) == 2
     assert "give NAME=FOLDER for each" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_choice_of_other_folds_than_the_results_is_refused(tmp_path, capsys, load_script):
+    a = evaluation(tmp_path / "a", {0: 40.0, 1: 60.0})
+    choice = choice_file(tmp_path / "choice.json", {0: "one", 1: "one", 2: "one"})
+    assert load_script().main(["score_choice.py", str(choice), str(tmp_path / "out"), "--label", "x",
+                               f"one={a}"]) == 2
+    assert "the choice covers folds [0, 1, 2], the results folds [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
